@@ -1,0 +1,78 @@
+# The few things a person runs. `make help` lists them.
+# Everything runs inside .venv, created on first use from requirements*.txt.
+
+PYTHON     ?= $(shell command -v python3.11 || command -v python3)
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PROFILE    ?= quick
+DATASET    ?=
+RUN        ?= $(PROFILE)
+ONLY       ?=
+PYTEST_ARGS ?=
+STAMP      := $(VENV)/.installed
+
+export PYTHONDONTWRITEBYTECODE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+# pip reads this; without it, unrelated index warnings flood the log on some machines.
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help env data run book report test bench browser-deps serve publish clean-cache
+
+help:
+	@echo "make report   environment + data + the $(PROFILE) series + the book (PROFILE=quick|full|reference)"
+	@echo "make test     environment + the test suite"
+	@echo "make run      run the notebook series only (PROFILE, DATASET, ONLY=01,02)"
+	@echo "make book     build the book from results/\$$RUN (RUN defaults to PROFILE)"
+	@echo "make bench    input-pipeline benchmark (cached data vs synthetic tensors)"
+	@echo "make serve    serve _build/html on http://localhost:8000"
+	@echo "make publish  push _build/html to the gh-pages branch (ghp-import)"
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 not found (set PYTHON=/path/to/python3.11)"; exit 1; }
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (brainmri)" >/dev/null
+	@touch $@
+
+data: env
+	$(PY) -m brainmri.datasets fetch --dataset $(or $(DATASET),all)
+
+run: env
+	$(PY) -m brainmri.pipeline --profile $(PROFILE) --run $(RUN) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY))
+
+book: env
+	$(PY) -m brainmri.book --run $(RUN)
+
+report: env
+	$(PY) -m brainmri.datasets fetch --dataset $(or $(DATASET),sartaj)
+	$(MAKE) run book
+
+test: env
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: env
+	$(PY) -m brainmri.bench
+
+# Headless Chromium + chromedriver for the browser test (Debian packages; needs root or sudo).
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "chromium and chromedriver present"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+serve:
+	$(PY) -m http.server --directory _build/html 8000
+
+publish:
+	$(VENV)/bin/ghp-import --no-jekyll --push --force _build/html
+
+clean-cache:
+	rm -rf data/cache

@@ -1,0 +1,112 @@
+"""Figures shared by the notebooks. Each function returns the matplotlib Figure."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import CLASS_NAMES
+
+CLASS_COLORS = dict(zip(CLASS_NAMES, ("#c0392b", "#2980b9", "#7f8c8d", "#27ae60")))
+SPLIT_COLORS = {"train": "#34495e", "val": "#e67e22", "test": "#16a085"}
+
+
+def class_balance(counts: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Grouped bars: images per class, one bar per split (``counts``: split, class, n)."""
+    table = counts.pivot(index="class", columns="split", values="n").reindex(CLASS_NAMES)
+    table = table[[s for s in SPLIT_COLORS if s in table.columns]]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(table.columns)
+    x = np.arange(len(table))
+    for j, split in enumerate(table.columns):
+        bars = ax.bar(x + (j - (len(table.columns) - 1) / 2) * width, table[split], width,
+                      label=split, color=SPLIT_COLORS[split])
+        ax.bar_label(bars, fontsize=8, padding=1)
+    ax.set_xticks(x, table.index)
+    ax.set_ylabel("images")
+    ax.legend(title="split", frameon=False)
+    ax.set_title(title or "Images per class and split")
+    return fig
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+               ncols: int = 6, size: float = 1.8, suptitle: str = "",
+               row_labels: Sequence[str] | None = None) -> plt.Figure:
+    """Images in a grid; grayscale (H, W, 1) and RGB (H, W, 3) both accepted."""
+    n = len(images)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes.flat[i]
+        img = np.asarray(img)
+        ax.imshow(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img, cmap="gray")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if row_labels is not None:
+        for r, label in enumerate(row_labels):
+            axes[r, 0].axis("on")
+            axes[r, 0].set_xticks([])
+            axes[r, 0].set_yticks([])
+            for spine in axes[r, 0].spines.values():
+                spine.set_visible(False)
+            axes[r, 0].set_ylabel(label, fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def size_and_mode(inventory: pd.DataFrame) -> plt.Figure:
+    """Image sizes (scatter, one colour per class) and the colour modes found."""
+    ok = inventory[inventory["ok"].astype(bool)]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8),
+                                   gridspec_kw={"width_ratios": [2, 1]})
+    for label in CLASS_NAMES:
+        part = ok[ok["label"] == label]
+        ax1.scatter(part["width"], part["height"], s=8, alpha=0.35, label=label,
+                    color=CLASS_COLORS[label])
+    ax1.set_xlabel("width (px)")
+    ax1.set_ylabel("height (px)")
+    ax1.set_title("Image size by class")
+    ax1.legend(frameon=False, markerscale=2)
+    modes = ok["mode"].value_counts()
+    ax2.bar(modes.index.astype(str), modes.to_numpy(), color="#555")
+    ax2.set_title("Colour mode")
+    ax2.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def histogram_by_class(values: dict[str, np.ndarray], xlabel: str, title: str,
+                       bins: int = 64, density: bool = True) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for label, v in values.items():
+        ax.hist(np.ravel(v), bins=bins, histtype="step", density=density, lw=1.4,
+                label=label, color=CLASS_COLORS.get(label))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density" if density else "count")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return fig
+
+
+def compare_bars(ours: dict[str, float], reference: dict[str, float], title: str,
+                 ylabel: str = "", log: bool = False) -> plt.Figure:
+    """Side-by-side bars of our values and the report's for the same keys."""
+    keys = list(reference)
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    ax.bar(x - 0.2, [reference[k] for k in keys], 0.4, label="report", color="#bbb")
+    ax.bar(x + 0.2, [ours[k] for k in keys], 0.4, label="this run", color="#2c3e50")
+    ax.set_xticks(x, keys)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return fig

@@ -1,0 +1,84 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from synthetic import make_dataset  # noqa: E402
+
+SHARED = Path(os.environ.get("BRAIN_MRI_DATA", "")) if os.environ.get("BRAIN_MRI_DATA") else None
+
+
+def real_data_root() -> Path | None:
+    """The shared dataset copies, when BRAIN_MRI_DATA points at them."""
+    if SHARED and (SHARED / "brain-tumor-classification-mri" / "Training").is_dir():
+        return SHARED
+    return None
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own derived-data cache (never the project's data/cache)."""
+    monkeypatch.setenv("BRAIN_MRI_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def synthetic_root(tmp_path) -> Path:
+    """A folder holding small synthetic copies of both datasets."""
+    make_dataset(tmp_path, "sartaj")
+    make_dataset(tmp_path, "nickparvar", seed=1)
+    return tmp_path
+
+
+def _digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """The quick profile run end to end through papermill, as `make report` would.
+
+    Uses the shared dataset copies when BRAIN_MRI_DATA points at them, else synthetic
+    copies of both datasets. Returns (run folder, data root, wall seconds, raw digests).
+    """
+    import subprocess
+    import time
+
+    base = tmp_path_factory.mktemp("quick")
+    data_root = real_data_root()
+    if data_root is None:
+        data_root = base / "data"
+        make_dataset(data_root, "sartaj", {"Training": 20, "Testing": 8}, size=96)
+        make_dataset(data_root, "nickparvar", {"Training": 20, "Testing": 8}, size=96, seed=1)
+    before = {name: _digest(data_root / name) for name in
+              ("brain-tumor-classification-mri", "brain-tumor-mri-dataset")}
+    env = {**os.environ, "BRAIN_MRI_DATA": str(data_root),
+           "BRAIN_MRI_CACHE": str(base / "cache")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "brainmri.pipeline", "--profile", "quick",
+                           "--results-dir", str(base / "results")], env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {"run_dir": base / "results" / "quick", "data_root": data_root, "seconds": seconds,
+            "digests_before": before, "stdout": proc.stdout, "env": env}
+
+
+@pytest.fixture(scope="session")
+def built_book(quick_run):
+    """The book built (warnings as errors) from the quick run; returns _build/html."""
+    import subprocess
+
+    from brainmri import paths
+
+    proc = subprocess.run([sys.executable, "-m", "brainmri.book", "--run", "quick",
+                           "--results-dir", str(quick_run["run_dir"].parent)],
+                          env=quick_run["env"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    return paths.project_root() / "_build" / "html"

@@ -1,0 +1,106 @@
+"""Decoding every input kind the data layer promises to handle, good and bad."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brainmri.images import MAX_PIXELS, ImageReadError, is_image_name, probe, read_image
+
+
+def _save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+@pytest.fixture
+def gradient():
+    return np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "CMYK", "I;16", "1", "LA"])
+def test_every_mode_decodes_to_uint8(tmp_path, gradient, mode):
+    base = Image.fromarray(gradient, "L")
+    if mode == "I;16":
+        img = Image.fromarray(gradient.astype(np.uint16) * 200)
+        assert img.mode.startswith("I;16")
+    else:
+        img = base.convert(mode)
+    fmt = "JPEG" if mode in ("CMYK",) else "PNG"
+    path = _save(img, tmp_path / f"x.{fmt.lower()}", format=fmt)
+    for color_mode, channels in (("grayscale", 1), ("rgb", 3)):
+        arr = read_image(path, color_mode)
+        assert arr.dtype == np.uint8
+        assert arr.shape == (48, 64, channels)
+    assert read_image(path, "grayscale").max() > 100  # content survived the conversion
+
+
+def test_16bit_is_rescaled_to_full_range(tmp_path):
+    raw = np.linspace(1000, 4000, 32 * 32).reshape(32, 32).astype(np.uint16)
+    path = _save(Image.fromarray(raw), tmp_path / "scan.png")
+    arr = read_image(path, "grayscale")[..., 0]
+    assert arr.min() == 0 and arr.max() == 255
+    assert np.all(np.diff(arr[0].astype(int)) >= 0)  # order preserved
+
+
+def test_transparent_pixels_become_black(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[:4, :, 3] = 255  # top half opaque white, bottom half transparent
+    arr = read_image(_save(Image.fromarray(rgba, "RGBA"), tmp_path / "a.png"), "grayscale")
+    assert arr[:4].min() == 255 and arr[4:].max() == 0
+
+
+@pytest.mark.parametrize("name", ["a.JPG", "b.Jpeg", "c.PNG", "with space (1).jpg"])
+def test_extension_case_and_spaces(tmp_path, gradient, name):
+    fmt = "PNG" if name.lower().endswith("png") else "JPEG"
+    path = _save(Image.fromarray(gradient, "L"), tmp_path / name, format=fmt)
+    assert is_image_name(path)
+    assert probe(path).width == 64
+
+
+def test_zero_byte_file(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty"):
+        read_image(path)
+
+
+def test_not_an_image(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is text, not a JPEG")
+    with pytest.raises(ImageReadError, match="not a readable image"):
+        probe(path)
+
+
+def test_truncated_jpeg(tmp_path, gradient):
+    good = _save(Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256), np.uint8)),
+                 tmp_path / "good.jpg", quality=95)
+    data = good.read_bytes()
+    bad = tmp_path / "truncated.jpg"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated|corrupt"):
+        read_image(bad)
+
+
+def test_corrupt_png(tmp_path, gradient):
+    good = _save(Image.fromarray(gradient, "L"), tmp_path / "good.png")
+    data = bytearray(good.read_bytes())
+    data[60:80] = b"\x00" * 20  # smash the start of the image data
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError):
+        read_image(bad)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    side = int(MAX_PIXELS ** 0.5) + 100
+    path = _save(Image.new("1", (side, side)), tmp_path / "bomb.png")
+    assert path.stat().st_size < 2_000_000  # tiny on disk ...
+    with pytest.raises(ImageReadError, match="decompression-bomb"):
+        probe(path)  # ... but refused instead of inflated
+
+
+def test_unknown_color_mode_is_a_clear_error(tmp_path, gradient):
+    path = _save(Image.fromarray(gradient, "L"), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="color_mode"):
+        read_image(path, "cmyk")

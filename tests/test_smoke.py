@@ -1,0 +1,59 @@
+"""The whole quick profile through papermill, checked on the values it produced."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+from conftest import _digest
+
+pytestmark = pytest.mark.slow
+
+
+def test_series_ran_and_notebooks_hold_no_errors(quick_run):
+    run_dir = quick_run["run_dir"]
+    executed = sorted((run_dir / "notebooks").glob("*.ipynb"))
+    assert len(executed) >= 3
+    for path in executed:
+        nb = nbformat.read(path, 4)
+        errors = [o for c in nb.cells for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, f"{path.name}: {errors[0]['ename']}"
+    state = json.loads((run_dir / "state.json").read_text())
+    assert all(v["status"] == "ok" for v in state.values())
+    print(f"quick profile wall time: {quick_run['seconds']:.0f} s")
+
+
+def test_results_files_hold_real_values(quick_run):
+    run_dir = quick_run["run_dir"]
+    counts = pd.read_csv(run_dir / "split_counts.csv")
+    assert list(counts.columns[:4]) == ["dataset", "split", "class", "n"]
+    assert set(counts["dataset"]) == {"sartaj", "nickparvar"}
+    sartaj = counts[counts["dataset"] == "sartaj"].set_index(["split", "class"])["n"]
+    train = sartaj[("train", "glioma")]
+    assert train > 0 and sartaj[("val", "glioma")] == int((train + sartaj[("val", "glioma")])
+                                                          * 0.2)
+    variance = json.loads((run_dir / "variance.json").read_text())
+    assert variance["inter"] > 0 and all(v > 0 for v in variance["intra"].values())
+    assert 0 < variance["explained_share"] < 1
+    assert variance["R_report"] == pytest.approx(
+        variance["inter"] / sum(variance["intra"].values()))
+    skipped = pd.read_csv(run_dir / "skipped.csv")
+    assert list(skipped.columns)[:2] == ["dataset", "path"]
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert set(env["datasets"]) >= {"sartaj"}
+    assert all(len(d["fingerprint"]) == 16 for d in env["datasets"].values())
+    assert all(isinstance(s, (int, float)) for s in env["wall_time_s"].values())
+
+
+def test_raw_data_is_byte_identical_after_the_run(quick_run):
+    for name, before in quick_run["digests_before"].items():
+        assert _digest(quick_run["data_root"] / name) == before, name
+
+
+def test_book_builds_with_every_toc_page(built_book):
+    from brainmri.book import toc_notebooks
+
+    assert (built_book / "index.html").exists()
+    for stem in toc_notebooks():
+        assert (built_book / "book" / "notebooks" / f"{stem}.html").exists(), stem
