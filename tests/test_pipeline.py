@@ -118,3 +118,38 @@ def test_project_profiles_resolve_against_their_notebooks():
             assert step.source.exists(), f"{name}: {step.source} missing"
             params = profiles.resolve(profile, step, profiles.declared_parameters(step.source))
             assert params.get("seed", 42) is not None
+
+
+def test_unavailable_weights_skip_the_step_and_the_series_goes_on(project, capsys):
+    root, write_profile = project
+    _notebook(root / "notebooks" / "03_transfer.ipynb", "run_dir = None",
+              "from brainmri import notebook\nnotebook.setup(run_dir)\n"
+              "from brainmri.errors import WeightsUnavailableError\n"
+              "raise WeightsUnavailableError('skipped: ImageNet weights unavailable. Fix: copy "
+              "the file')")
+    nb = nbformat.read(root / "notebooks" / "03_transfer.ipynb", 4)
+    nb.cells.append(nbformat.v4.new_code_cell("never = 'runs'"))
+    nbformat.write(nb, root / "notebooks" / "03_transfer.ipynb")
+    write_profile({}, [{"notebook": "03_transfer"}, {"notebook": "01_first"}])
+    run_dir = pipeline.run("test", results_root=root / "results")
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["03_transfer"]["status"] == "skipped"
+    assert state["01_first"]["status"] == "ok"
+    executed = nbformat.read(run_dir / "notebooks" / "03_transfer.ipynb", 4)
+    assert executed.cells[-1].source.startswith("> **Skipped.**")
+    assert "ImageNet weights unavailable" in executed.cells[-1].source
+    assert not any("never" in c.source for c in executed.cells)
+    assert not any("papermill-error-cell-tag" in c.metadata.get("tags", [])
+                   for c in executed.cells)
+    assert "03_transfer: skipped (skipped: ImageNet weights unavailable" in capsys.readouterr().out
+
+
+def test_project_errors_reach_the_failure_message(project):
+    root, write_profile = project
+    _notebook(root / "notebooks" / "04_nodata.ipynb", "run_dir = None",
+              "from brainmri import notebook\nnotebook.setup(run_dir)\n"
+              "from brainmri.errors import DatasetNotFoundError\n"
+              "raise DatasetNotFoundError('Dataset missing. Set BRAIN_MRI_DATA')")
+    write_profile({}, [{"notebook": "04_nodata"}])
+    with pytest.raises(BrainMRIError, match="DatasetNotFoundError: Dataset missing"):
+        pipeline.run("test", results_root=root / "results")

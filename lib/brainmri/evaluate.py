@@ -25,7 +25,7 @@ def predict(model, inputs, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(logits, probabilities) for every image of ``split``, in file order."""
     import keras
 
-    both = keras.Model(model.inputs, [model.get_layer("logits").output, model.outputs[0]])
+    both = keras.Model(model.input, [model.get_layer("logits").output, model.outputs[0]])
     logits, probs = both.predict(inputs.eval(split, with_labels=False), verbose=0)
     return np.asarray(logits, np.float64), np.asarray(probs, np.float64)
 

@@ -23,6 +23,12 @@ def _safe_auc(y_binary: np.ndarray, score: np.ndarray) -> float:
     return float(skm.roc_auc_score(y_binary, score))
 
 
+def _renormalised(probs: np.ndarray) -> np.ndarray:
+    """Probabilities saved from float32 softmax sum to 1 only to ~1e-7; make it exact."""
+    probs = np.clip(np.asarray(probs, np.float64), 1e-15, None)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def per_class(y_true: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
     """Precision, recall, F1, support, false positives, false negatives and one-vs-rest AUC."""
     y_pred = probs.argmax(1)
@@ -54,7 +60,7 @@ def global_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     return {
         "n": int(len(y_true)),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "loss": float(skm.log_loss(y_true, np.clip(probs, 1e-12, 1), labels=LABELS)),
+        "loss": float(skm.log_loss(y_true, _renormalised(probs), labels=LABELS)),
         "precision_w": float(pw), "recall_w": float(rw), "f1_w": float(f1w),
         "f1_report": float(2 * pw * rw / (pw + rw)) if pw + rw else 0.0,
         "f1_macro": float(skm.f1_score(y_true, y_pred, labels=LABELS, average="macro",

@@ -211,4 +211,4 @@ def logits_model(model):
     """The same graph, stopped at the ``logits`` layer (what the explainers need)."""
     import keras
 
-    return keras.Model(model.inputs, model.get_layer("logits").output, name=f"{model.name}_logits")
+    return keras.Model(model.input, model.get_layer("logits").output, name=f"{model.name}_logits")

@@ -117,12 +117,11 @@ def run(profile_name: str, run: str | None = None, only: str | None = None,
         output = run_dir / "notebooks" / f"{step.name}.ipynb"
         previous = state.get(step.name, {})
         prefix = f"[{i}/{len(steps)}] {step.name}"
-        if (not started_fresh and previous.get("status") == "ok"
+        if (not started_fresh and previous.get("status") in ("ok", "skipped")
                 and previous.get("key") == key and output.exists()):
             print(f"{prefix}: unchanged since last run, skipped", flush=True)
             continue
         started_fresh = True
-        print(f"{prefix} ...", end=" ", flush=True)
         start = time.perf_counter()
         state[step.name] = {"status": "running", "key": key, "started": time.time()}
         update_json(state_file, state)
@@ -130,14 +129,23 @@ def run(profile_name: str, run: str | None = None, only: str | None = None,
             _execute(step, params, output)
         except Exception as exc:  # noqa: BLE001 - reported, then re-raised as a clean error
             seconds = time.perf_counter() - start
+            failure = _failure(output, exc)
+            if failure["ename"] in SKIPPABLE:
+                _mark_skipped(output, failure)
+                state[step.name] = {"status": "skipped", "key": key, "seconds": round(seconds, 1),
+                                    "reason": failure["evalue"].splitlines()[0]}
+                update_json(state_file, state)
+                print(f"{prefix}: skipped ({failure['evalue'].splitlines()[0][:100]})",
+                      flush=True)
+                continue
             state[step.name] = {"status": "failed", "key": key, "seconds": round(seconds, 1)}
             update_json(state_file, state)
-            print(f"FAILED ({seconds:.1f} s)", flush=True)
-            raise BrainMRIError(_failure_message(step, output, exc)) from None
+            print(f"{prefix}: FAILED ({seconds:.1f} s)", flush=True)
+            raise BrainMRIError(_failure_message(step, output, failure)) from None
         seconds = time.perf_counter() - start
         state[step.name] = {"status": "ok", "key": key, "seconds": round(seconds, 1)}
         update_json(state_file, state)
-        print(f"ok ({seconds:.1f} s)", flush=True)
+        print(f"{prefix}: ok ({seconds:.1f} s)", flush=True)
     atomic_write_text(yaml.safe_dump({"profile": profile.name, "steps": resolved_all},
                                      sort_keys=False), run_dir / "params.yaml")
     update_json(env_file, {"wall_time_s": {k: v.get("seconds") for k, v in state.items()}})
@@ -145,16 +153,61 @@ def run(profile_name: str, run: str | None = None, only: str | None = None,
     return run_dir
 
 
-def _failure_message(step: Step, output: Path, exc: Exception) -> str:
+#: Exceptions that mean "this step cannot run here" rather than "something is broken":
+#: the step is recorded as skipped, its notebook shows why, and the series goes on.
+SKIPPABLE = {"WeightsUnavailableError"}
+
+
+def _failure(output: Path, exc: Exception) -> dict:
+    """Where and why a step failed, read from papermill's error and the partial notebook.
+
+    Errors shown by our short-message handler (BrainMRIError subclasses) reach papermill
+    as a bare CellExecutionError; their name and message are in the cell's output.
+    """
     from papermill.exceptions import PapermillExecutionError
 
-    if isinstance(exc, PapermillExecutionError):
-        where = f"cell {exc.cell_index} (execution count {exc.exec_count})"
-        what = f"{exc.ename}: {exc.evalue}"
-    else:
-        where, what = "before any cell ran", f"{type(exc).__name__}: {exc}"
-    return (f"notebook {step.notebook}.ipynb (step {step.name!r}) failed in {where}:\n"
-            f"  {what}\nThe partial executed notebook is kept at {output}.\n"
+    if not isinstance(exc, PapermillExecutionError):
+        return {"where": "before any cell ran", "ename": type(exc).__name__,
+                "evalue": str(exc)}
+    info = {"where": f"cell {exc.cell_index} (execution count {exc.exec_count})",
+            "ename": exc.ename, "evalue": exc.evalue}
+    if exc.ename == "CellExecutionError" and output.exists():
+        import nbformat
+
+        for cell in nbformat.read(output, 4).cells:
+            if cell.get("metadata", {}).get("papermill", {}).get("exception"):
+                text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                               if o.get("output_type") == "stream")
+                name, _, message = text.strip().partition(": ")
+                if name.isidentifier() and message:
+                    info.update(ename=name, evalue=message)
+    return info
+
+
+def _mark_skipped(output: Path, failure: dict) -> None:
+    """Turn a partial notebook into a clean "skipped" chapter: drop papermill's error
+    banners and the cells that never ran, and end with a note saying why."""
+    import nbformat
+
+    nb = nbformat.read(output, 4)
+    cells = []
+    for cell in nb.cells:
+        if "papermill-error-cell-tag" in cell.get("metadata", {}).get("tags", []):
+            continue
+        cells.append(cell)
+        if cell.get("metadata", {}).get("papermill", {}).get("exception"):
+            break
+    note = failure["evalue"].replace("\n", "\n> ")
+    cells.append(nbformat.v4.new_markdown_cell(
+        f"> **Skipped.** This chapter stopped here: {note}"))
+    nb.cells = cells
+    nbformat.write(nb, output)
+
+
+def _failure_message(step: Step, output: Path, failure: dict) -> str:
+    return (f"notebook {step.notebook}.ipynb (step {step.name!r}) failed in "
+            f"{failure['where']}:\n  {failure['ename']}: {failure['evalue']}\n"
+            f"The partial executed notebook is kept at {output}.\n"
             f"Fix the cause and rerun the same command: finished steps are skipped.")
 
 

@@ -110,3 +110,91 @@ def compare_bars(ours: dict[str, float], reference: dict[str, float], title: str
     ax.set_title(title)
     ax.legend(frameon=False)
     return fig
+
+
+def training_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Loss and accuracy per epoch, training vs validation; phases are shaded."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    epochs = np.arange(1, len(history) + 1)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], "o-", ms=3, label="train", color="#34495e")
+        ax.plot(epochs, history[f"val_{metric}"], "o-", ms=3, label="validation",
+                color="#e67e22")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        if "phase" in history and history["phase"].nunique() > 1:
+            for phase, part in history.groupby("phase", sort=False):
+                first = part.index.min() + 1
+                if first > 1:
+                    ax.axvline(first - 0.5, color="#999", ls="--", lw=1)
+                    ax.text(first - 0.4, ax.get_ylim()[1], phase, va="top", fontsize=8,
+                            color="#666")
+    axes[0].legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, title: str = "") -> plt.Figure:
+    """Counts and row-normalised (recall) confusion matrices side by side."""
+    from .metrics import confusion
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, normalize, fmt in ((axes[0], None, "{:.0f}"), (axes[1], "true", "{:.2f}")):
+        cm = confusion(y_true, y_pred, normalize)
+        ax.imshow(cm.to_numpy(), cmap="Blues", vmin=0)
+        for (i, j), v in np.ndenumerate(cm.to_numpy()):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=9,
+                    color="white" if v > cm.to_numpy().max() * 0.6 else "black")
+        ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=30)
+        ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("counts" if normalize is None else "share of each true class")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def grouped_bars(table: pd.DataFrame, title: str, ylabel: str = "", log: bool = False
+                 ) -> plt.Figure:
+    """One group per row of ``table``, one bar per column."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) * len(table.columns) / 2), 3.6))
+    width = 0.8 / len(table.columns)
+    x = np.arange(len(table))
+    for j, column in enumerate(table.columns):
+        ax.bar(x + (j - (len(table.columns) - 1) / 2) * width, table[column], width,
+               label=str(column))
+    ax.set_xticks(x, table.index, rotation=20)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def model_summary(model, max_rows: int = 30) -> pd.DataFrame:
+    """Layer table (name, type, output shape, parameters); long backbones are elided."""
+    rows = []
+    for layer in model.layers:
+        try:
+            shape = tuple(layer.output.shape[1:])
+        except (AttributeError, ValueError):
+            shape = ""
+        rows.append({"layer": layer.name, "type": type(layer).__name__, "output": str(shape),
+                     "parameters": layer.count_params(), "trainable": layer.trainable})
+    table = pd.DataFrame(rows)
+    if len(table) > max_rows:
+        head, tail = table.iloc[:5], table.iloc[-(max_rows - 6):]
+        middle = table.iloc[5:-(max_rows - 6)]
+        gap = pd.DataFrame([{"layer": f"... {len(middle)} more layers ...", "type": "",
+                             "output": "", "parameters": int(middle["parameters"].sum()),
+                             "trainable": ""}])
+        table = pd.concat([head, gap, tail], ignore_index=True)
+    total = pd.DataFrame([{"layer": "total", "type": "", "output": "",
+                           "parameters": model.count_params(), "trainable": ""}])
+    return pd.concat([table, total], ignore_index=True)

@@ -30,6 +30,8 @@ class FitConfig:
     warmup_epochs: int = 0  # cosine only
     label_smoothing: float = 0.0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
+    jit_compile: bool | None = None  # None: XLA on GPUs only (on CPU it compiles slower
+    #                                  than it trains for the report's short runs)
 
 
 def _import_keras():
@@ -67,11 +69,17 @@ def compile_model(model, config: FitConfig, steps_per_epoch: int) -> None:
                  if config.weight_decay else keras.optimizers.Adam(lr))
     loss = (smoothed_sparse_ce(config.label_smoothing) if config.label_smoothing
             else keras.losses.SparseCategoricalCrossentropy())
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    jit = config.jit_compile
+    if jit is None:
+        from .devices import describe
+
+        jit = "auto" if describe()["gpus"] else False
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit)
 
 
 class _EpochTimer:
-    """Adds wall seconds and images per second to each epoch's logs."""
+    """Adds wall seconds, images per second and the learning rate to each epoch's logs
+    (before CSVLogger writes them)."""
 
     def __new__(cls, n_images: int):
         keras = _import_keras()
@@ -84,8 +92,8 @@ class _EpochTimer:
                 seconds = time.perf_counter() - self.start
                 logs["seconds"] = seconds
                 logs["images_per_s"] = n_images / seconds
-                lr = self.model.optimizer.learning_rate
-                logs["lr"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+                lr = self.model.optimizer.learning_rate  # evaluates a schedule at this step
+                logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
 
         return Timer()
 
@@ -105,6 +113,8 @@ def fit(model, inputs, config: FitConfig, out_dir: str | Path, phase: str = "tra
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     history_file, log_file = out_dir / "history.csv", out_dir / "fit.json"
+    if config.epochs <= 0 and continue_history and history_file.exists():
+        return load_history(out_dir)  # a phase switched off by its profile
     log = {"phases": []}
     if continue_history and history_file.exists():
         log = json.loads(log_file.read_text())
@@ -133,7 +143,8 @@ def fit(model, inputs, config: FitConfig, out_dir: str | Path, phase: str = "tra
         verbose = 1 if progress_enabled() else 2
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + config.epochs,
-              initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+              initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+              shuffle=False)  # tf.data shuffles every epoch already
     history = pd.read_csv(history_file)
     log["phases"].append({"phase": phase, "config": asdict(config),
                           "seconds": round(time.perf_counter() - start, 1),
@@ -154,15 +165,37 @@ def load_history(out_dir: str | Path) -> pd.DataFrame:
     return history
 
 
-def set_trainable(model, first_trainable: int) -> int:
-    """Freeze layers before index ``first_trainable``, train the rest; returns #trainable.
+def set_trainable(model, first_trainable: int | str) -> int:
+    """Freeze the layers before ``first_trainable`` (an index, or the name prefix of the
+    first layer to train) and train the rest; returns the number of trainable layers.
 
     Batch-norm layers of a frozen part stay in inference mode (Keras does this for
     ``trainable=False`` layers), which is what fine-tuning with small batches needs.
     """
+    if isinstance(first_trainable, str):
+        matches = [i for i, layer in enumerate(model.layers)
+                   if layer.name.startswith(first_trainable)]
+        if not matches:
+            raise ValueError(f"no layer of {model.name} starts with {first_trainable!r}")
+        first_trainable = matches[0]
     for i, layer in enumerate(model.layers):
         layer.trainable = i >= first_trainable
     return sum(int(layer.trainable) for layer in model.layers)
+
+
+def metadata(model, model_name: str, inputs, **extra) -> dict:
+    """What ``brainmri predict`` and the explainers need to use a saved model correctly."""
+    from datetime import datetime, timezone
+
+    from . import CLASS_NAMES, __version__
+    from .models import GRADCAM_LAYER
+
+    spec = inputs.spec
+    return {"model": model_name, "dataset": inputs.dataset.name, "class_names": CLASS_NAMES,
+            "image_size": spec.image_size, "color_mode": spec.color_mode,
+            "resample": spec.resample, "normalization": inputs.normalization,
+            "gradcam_layer": GRADCAM_LAYER.get(model_name), "parameters": model.count_params(),
+            "brainmri": __version__, "saved": datetime.now(timezone.utc).isoformat(), **extra}
 
 
 def save(model, out_dir: str | Path, metadata: dict) -> Path:
