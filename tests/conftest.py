@@ -82,3 +82,31 @@ def built_book(quick_run):
                           env=quick_run["env"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     return paths.project_root() / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny compact CNN trained for a few epochs on synthetic data, saved like a run.
+
+    Returns (run folder, model folder, data root). Shared by the predict, explain and
+    benchmark tests.
+    """
+    from brainmri import data, devices, evaluate, models, train
+    from brainmri.preprocess import PixelSpec
+    from brainmri.tfdata import ModelInputs
+
+    base = tmp_path_factory.mktemp("trained")
+    os.environ["BRAIN_MRI_CACHE"] = str(base / "cache")
+    make_dataset(base / "data", "sartaj", {"Training": 30, "Testing": 10}, size=64)
+    devices.seed_everything(0)
+    ds = data.load("sartaj", base / "data", seed=0)
+    inputs = ModelInputs(ds, PixelSpec(32, "rgb"), "standardize", batch_size=16, seed=0)
+    model = models.build("compact_cnn", inputs.spec.shape, widths=(8, 16, 16, 32))
+    run_dir = base / "run"
+    folder = run_dir / "models" / evaluate.model_tag("compact_cnn", "sartaj")
+    train.fit(model, inputs, train.FitConfig(epochs=6, learning_rate=3e-3, patience=6), folder,
+              verbose=0)
+    evaluate.evaluate(model, inputs, run_dir, "compact_cnn")
+    train.save(model, folder, train.metadata(model, "compact_cnn", inputs, seed=0,
+                                             temperature=1.0))
+    return run_dir, folder, base / "data"

@@ -31,8 +31,12 @@ def predict(model, inputs, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predictions_frame(files: pd.DataFrame, labels: np.ndarray, logits: np.ndarray,
-                      probs: np.ndarray, model: str, dataset: str, split: str) -> pd.DataFrame:
+                      probs: np.ndarray, model: str, dataset: str, split: str,
+                      seed: int | None = None, eval_dataset: str | None = None) -> pd.DataFrame:
+    """One row per image. ``dataset`` is the training dataset; ``eval_dataset`` the one
+    the images come from (they differ for external evaluation)."""
     frame = pd.DataFrame({"model": model, "dataset": dataset, "split": split,
+                          "eval_dataset": eval_dataset or dataset, "seed": seed,
                           "path": files["path"].to_numpy(),
                           "label": [CLASS_NAMES[i] for i in labels],
                           "prediction": [CLASS_NAMES[i] for i in probs.argmax(1)]})
@@ -53,10 +57,28 @@ def evaluate(model, inputs, run_dir: str | Path, model_name: str,
     for split in splits:
         logits, probs = predict(model, inputs, split)
         frame = predictions_frame(inputs.files(split), inputs.arrays[split][1], logits, probs,
-                                  model_name, inputs.dataset.name, split)
+                                  model_name, inputs.dataset.name, split, seed=inputs.seed)
         atomic_write_csv(frame, prediction_file(run_dir, tag, split))
         out[split] = frame
     return out
+
+
+def evaluate_external(model, inputs, other, run_dir: str | Path, model_name: str
+                      ) -> pd.DataFrame:
+    """Predict the test set of another dataset (``other``, a data.Dataset) with the same
+    preprocessing, saved as split ``external``. The benchmark removes the images the two
+    datasets share before scoring."""
+    from .tfdata import ModelInputs
+
+    external = ModelInputs(other, inputs.spec, inputs.normalization, inputs.batch_size,
+                           seed=inputs.seed, splits=("test",))
+    logits, probs = predict(model, external, "test")
+    frame = predictions_frame(external.files("test"), external.arrays["test"][1], logits, probs,
+                              model_name, inputs.dataset.name, "external", seed=inputs.seed,
+                              eval_dataset=other.name)
+    atomic_write_csv(frame, prediction_file(run_dir, model_tag(model_name, inputs.dataset.name),
+                                            "external"))
+    return frame
 
 
 def model_tag(model_name: str, dataset: str) -> str:

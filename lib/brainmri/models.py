@@ -212,3 +212,36 @@ def logits_model(model):
     import keras
 
     return keras.Model(model.input, model.get_layer("logits").output, name=f"{model.name}_logits")
+
+
+def load_saved(folder_or_file):
+    """(model, metadata) from a folder written by ``train.save`` (or its model.keras).
+
+    Loaded with ``safe_mode=True``: no arbitrary code from the file runs. The training loss
+    is not needed to predict, so the model is not compiled.
+    """
+    import json
+
+    import keras
+
+    path = Path(folder_or_file)
+    model_file = path / "model.keras" if path.is_dir() else path
+    meta_file = model_file.with_suffix(".json")  # brainmri_compact.keras -> .json
+    if not meta_file.exists():
+        meta_file = model_file.with_name("model.json")  # a run's model folder
+    if not model_file.exists():
+        raise FileNotFoundError(f"no saved model at {model_file}")
+    metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return keras.models.load_model(model_file, compile=False, safe_mode=True), metadata
+
+
+def saved_models(run_dir, names: list[str] | None = None) -> dict[str, Path]:
+    """{tag: folder} of the models a run saved (optionally only the given model names)."""
+    import json
+
+    out = {}
+    for meta in sorted(Path(run_dir).glob("models/*/model.json")):
+        info = json.loads(meta.read_text())
+        if names is None or info.get("model") in names:
+            out[meta.parent.name] = meta.parent
+    return out

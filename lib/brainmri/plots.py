@@ -198,3 +198,116 @@ def model_summary(model, max_rows: int = 30) -> pd.DataFrame:
     total = pd.DataFrame([{"layer": "total", "type": "", "output": "",
                            "parameters": model.count_params(), "trainable": ""}])
     return pd.concat([table, total], ignore_index=True)
+
+
+def curves_grid(histories: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Training curves of several models side by side (loss on top, accuracy below)."""
+    n = len(histories)
+    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5), squeeze=False, sharey="row")
+    for col, (tag, history) in enumerate(histories.items()):
+        epochs = np.arange(1, len(history) + 1)
+        for row, metric in enumerate(("loss", "accuracy")):
+            ax = axes[row, col]
+            ax.plot(epochs, history[metric], "o-", ms=2, color="#34495e", label="train")
+            ax.plot(epochs, history[f"val_{metric}"], "o-", ms=2, color="#e67e22",
+                    label="validation")
+            if row == 0:
+                ax.set_title(tag, fontsize=9)
+                ax.set_yscale("log")
+            ax.set_xlabel("epoch" if row == 1 else "")
+        axes[0, 0].set_ylabel("loss (log)")
+        axes[1, 0].set_ylabel("accuracy")
+    axes[1, 0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagrams(items: dict[str, tuple], n_bins: int = 15) -> plt.Figure:
+    """Per model: accuracy vs confidence before and after temperature scaling.
+
+    ``items`` maps a model tag to (labels, probabilities, temperature-scaled probabilities).
+    """
+    from .metrics import ece, reliability
+
+    n = len(items)
+    ncols = min(4, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (tag, (y, probs, scaled)) in zip(axes.flat, items.items()):
+        ax.plot([0, 1], [0, 1], color="#bbb", lw=1)
+        for p, label, color in ((probs, "raw", "#c0392b"), (scaled, "temperature", "#2980b9")):
+            table = reliability(y, p, n_bins).dropna()
+            ax.plot(table["confidence"], table["accuracy"], "o-", ms=3, color=color,
+                    label=f"{label} (ECE {ece(y, p, n_bins):.3f})")
+        ax.set_title(tag, fontsize=9)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.legend(frameon=False, fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def roc_grid(curves: dict[str, dict]) -> plt.Figure:
+    """One-vs-rest ROC curves per class, one panel per model."""
+    n = len(curves)
+    ncols = min(4, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (tag, per_class) in zip(axes.flat, curves.items()):
+        ax.plot([0, 1], [0, 1], color="#bbb", lw=1)
+        for name, (fpr, tpr, auc) in per_class.items():
+            ax.plot(fpr, tpr, color=CLASS_COLORS[name], lw=1.3, label=f"{name} {auc:.2f}")
+        ax.set_title(tag, fontsize=9)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(frameon=False, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def explanation_grid(raw: np.ndarray, maps: dict[str, np.ndarray], titles: list[str],
+                     suptitle: str = "") -> plt.Figure:
+    """One row per image: the image, then each explainer's |attribution| map."""
+    names = list(maps)
+    n = len(raw)
+    fig, axes = plt.subplots(n, 1 + len(names), figsize=(1.9 * (1 + len(names)), 1.9 * n),
+                             squeeze=False)
+    for r in range(n):
+        img = raw[r]
+        axes[r, 0].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+        axes[r, 0].set_ylabel(titles[r], fontsize=7)
+        for c, name in enumerate(names, 1):
+            m = np.abs(maps[name][r])
+            hi = np.percentile(m, 99.5) or 1.0
+            axes[r, c].imshow(np.clip(m / hi, 0, 1), cmap="inferno")
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_overlays(raw: np.ndarray, heatmaps: np.ndarray, titles: list[str],
+                     suptitle: str = "") -> plt.Figure:
+    """Heatmaps (e.g. Grad-CAM) over their images, one panel per image."""
+    n = len(raw)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
+    for ax, img, heat, title in zip(axes[0], raw, heatmaps, titles):
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+        h = np.maximum(heat, 0)
+        ax.imshow(h / (h.max() or 1.0), cmap="jet", alpha=0.4)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig

@@ -20,6 +20,8 @@ import pandas as pd
 from . import paths
 
 RUN_ENV = "BRAIN_MRI_RUN_DIR"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -33,6 +35,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give normal permissions
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -208,3 +208,22 @@ def save(model, out_dir: str | Path, metadata: dict) -> Path:
     tmp.replace(target)
     atomic_write_json(metadata, out_dir / "model.json")
     return target
+
+
+def export(model_dir: str | Path, target: str | Path, extra: dict | None = None) -> Path:
+    """Copy a saved model to ``target`` (relative paths: from the project root) with its
+    metadata as ``<target stem>.json``: how ``brainmri predict`` ships a model."""
+    import shutil
+
+    from . import paths
+    from .results import atomic_path
+
+    model_dir, target = Path(model_dir), Path(target)
+    if not target.is_absolute():
+        target = paths.project_root() / target
+    with atomic_path(target) as tmp:
+        shutil.copyfile(model_dir / "model.keras", tmp)
+    meta = json.loads((model_dir / "model.json").read_text())
+    atomic_write_json({**meta, **(extra or {}), "exported_from": str(model_dir)},
+                      target.with_suffix(".json"))
+    return target

@@ -1,0 +1,98 @@
+"""The benchmark table from saved predictions, and the explainability checks."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainmri import benchmark, evaluate, explain, models
+
+
+def test_benchmark_scores_test_and_deduplicated_sets(trained_run):
+    run_dir, _, _ = trained_run
+    test = pd.read_csv(evaluate.prediction_file(run_dir, "compact_cnn-sartaj", "test"))
+    leaked = test["path"].iloc[:5]
+    dup_dir = run_dir / "duplicates"
+    dup_dir.mkdir(exist_ok=True)
+    pd.DataFrame({"test_path": leaked}).to_csv(dup_dir / "sartaj_test_with_copy.csv", index=False)
+    table = benchmark.benchmark(run_dir, n_bootstrap=200)
+    rows = table.set_index("eval_set")
+    assert set(rows.index) == {"test", "test_dedup"}
+    assert rows.loc["test", "n"] == len(test) and rows.loc["test_dedup", "n"] == len(test) - 5
+    for column in benchmark.COLUMNS:
+        assert column in table.columns
+    t = rows.loc["test"]
+    assert t["acc_ci_low"] <= t["accuracy"] <= t["acc_ci_high"]
+    assert t["temperature"] > 0 and 0 <= t["ece"] <= 1
+    assert t["tumour_sensitivity_thr"] >= t["tumour_sensitivity"] - 1e-9
+
+
+def test_mcnemar_table_pairs_models_on_the_same_images(trained_run, tmp_path):
+    run_dir, _, _ = trained_run
+    test = pd.read_csv(evaluate.prediction_file(run_dir, "compact_cnn-sartaj", "test"))
+    other = test.copy()
+    other["model"] = "always_glioma"
+    other["prediction"] = "glioma"
+    (tmp_path / "predictions").mkdir()
+    test.to_csv(tmp_path / "predictions" / "a-sartaj_test.csv", index=False)
+    other.to_csv(tmp_path / "predictions" / "b-sartaj_test.csv", index=False)
+    table = benchmark.mcnemar_table(tmp_path)
+    assert len(table) == 1 and table.loc[0, "n"] == len(test)
+    assert table.loc[0, "b"] + table.loc[0, "c"] == int(
+        ((test["prediction"] == test["label"]) != (other["prediction"] == other["label"])).sum())
+
+
+@pytest.fixture(scope="module")
+def explained(trained_run):
+    from brainmri import data
+    from brainmri.preprocess import PixelSpec
+    from brainmri.tfdata import ModelInputs
+
+    _, folder, data_root = trained_run
+    model, meta = models.load_saved(folder)
+    ds = data.load("sartaj", data_root, seed=0)
+    inputs = ModelInputs(ds, PixelSpec(meta["image_size"], meta["color_mode"]),
+                         meta["normalization"], splits=("test",))
+    x, y = inputs.normalized("test", 6)
+    maps = explain.explain(explain.make_explainers(model, meta["gradcam_layer"], 4, 4), x, y)
+    return model, x, y, inputs.arrays["test"][0][:6], maps
+
+
+def test_every_explainer_gives_one_map_per_image(explained):
+    _, x, _, _, maps = explained
+    assert set(maps) == set(explain.EXPLAINERS)
+    for m in maps.values():
+        assert m.shape == x.shape[:3] and np.isfinite(m).all()
+
+
+def test_faithfulness_and_sanity_scores_are_finite(explained):
+    model, x, y, raw, maps = explained
+    table = explain.faithfulness(model, x, y, maps, steps=4, mufidelity_samples=8)
+    assert list(table.columns) == ["deletion", "insertion", "mufidelity"]
+    assert np.isfinite(table[["deletion", "insertion"]].to_numpy()).all()
+    checks = explain.sanity_and_mass(model, x, y, raw, maps, 4, 4)
+    assert ((checks["mass_in_brain"] >= 0) & (checks["mass_in_brain"] <= 1)).all()
+    assert (checks["randomisation_similarity"].abs() <= 1).all()
+
+
+def test_randomised_copy_has_new_weights(explained):
+    model = explained[0]
+    clone = explain.randomized_copy(model, seed=1)
+    assert not np.allclose(clone.get_layer("logits").get_weights()[0],
+                           model.get_layer("logits").get_weights()[0])
+
+
+def test_brain_mask_and_mass_shares_on_a_known_image():
+    img = np.zeros((1, 40, 40, 1), np.uint8)
+    img[0, 10:30, 10:30] = 200  # a 20 x 20 "brain" = 25 % of the image
+    mask = explain.brain_mask(img)
+    assert mask.sum() == 400
+    inside = np.zeros((1, 40, 40))
+    inside[0, 15:25, 15:25] = 1.0
+    band = explain.contour_band(mask, width=1)
+    shares = explain.mass_shares(inside, mask, band)
+    assert shares["mass_in_brain"] == pytest.approx(1.0)
+    assert shares["area_in_brain"] == pytest.approx(0.25)
+    assert shares["mass_on_contour"] == pytest.approx(0.0)
+    edge = np.zeros((1, 40, 40))
+    edge[0, 10, 10:30] = 1.0
+    assert explain.mass_shares(edge, mask, band)["mass_on_contour"] == pytest.approx(1.0)

@@ -1,0 +1,122 @@
+"""Builders, the shared training path, evaluation files and determinism."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainmri import CLASS_NAMES, data, devices, evaluate, models, train
+from brainmri.preprocess import PixelSpec
+from brainmri.tfdata import ModelInputs, balanced_indices, make_dataset
+
+
+@pytest.mark.parametrize("name,shape,kwargs", [
+    ("relu_cnn", (32, 32, 1), {}), ("sigmoid_cnn", (32, 32, 1), {}),
+    ("compact_cnn", (32, 32, 3), {"widths": (8, 8, 16, 16)}),
+    ("inception_v3", (75, 75, 3), {"weights": "none"}),
+    ("convnext_tiny", (32, 32, 3), {"weights": None}),
+])
+def test_builders_end_in_logits_then_softmax(name, shape, kwargs):
+    model = models.build(name, shape, **kwargs)
+    assert model.layers[-1].name == "probabilities"
+    assert model.get_layer("logits").units == len(CLASS_NAMES)
+    assert model.get_layer(models.GRADCAM_LAYER[name]) is not None
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    probs = np.asarray(model(x))
+    assert probs.shape == (2, 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    logits = np.asarray(models.logits_model(model)(x))
+    assert np.allclose(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), probs, atol=1e-5)
+
+
+def test_sigmoid_model_uses_sigmoid_in_convolutions_only():
+    model = models.build("sigmoid_cnn", (32, 32, 1))
+    assert model.get_layer("conv1").activation.__name__ == "sigmoid"
+    assert model.get_layer("fc").activation.__name__ == "relu"
+
+
+def test_missing_local_weights_file_is_a_clear_error(tmp_path):
+    from brainmri.errors import WeightsUnavailableError
+
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        models.build("inception_v3", (75, 75, 3), weights=str(tmp_path / "nope.h5"))
+
+
+def test_offline_imagenet_download_is_reported_as_unavailable(monkeypatch):
+    import keras
+
+    from brainmri.errors import WeightsUnavailableError
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                        "[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline, raising=False)
+    with pytest.raises(WeightsUnavailableError) as info:
+        models.build("convnext_tiny", (32, 32, 3), weights="imagenet")
+    message = str(info.value)
+    assert message.startswith("skipped: ImageNet weights unavailable")
+    assert "convnext_tiny_notop.h5" in message and "models" in message
+
+
+def test_set_trainable_by_index_and_by_name():
+    model = models.build("compact_cnn", (32, 32, 3), widths=(8, 8, 16, 16))
+    first = [layer.name for layer in model.layers].index("stage3_a")
+    n = train.set_trainable(model, "stage3")
+    assert n == len(model.layers) - first
+    assert not model.get_layer("stem").trainable and model.get_layer("logits").trainable
+    assert train.set_trainable(model, 0) == len(model.layers)
+
+
+def test_balancing_tops_every_class_up_to_the_largest():
+    labels = np.array([0] * 10 + [1] * 4 + [2] * 7)
+    idx = balanced_indices(labels, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [10, 10, 10]
+    assert set(idx[:21]) == set(range(21))  # every original kept once
+
+
+def test_eval_pipeline_keeps_order_and_normalises():
+    x = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4, 1)
+    batches = list(make_dataset(x, np.arange(5), batch_size=2))
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    assert labels.tolist() == [0, 1, 2, 3, 4]
+    first = batches[0][0].numpy()
+    assert np.allclose(first.reshape(2, -1).mean(1), 0, atol=1e-5)
+
+
+def _quick_training(root, seed):
+    devices.seed_everything(seed)
+    ds = data.load("sartaj", root, seed=seed)
+    inputs = ModelInputs(ds, PixelSpec(24, "grayscale"), "standardize", batch_size=8,
+                         augment="basic", balance=True, seed=seed)
+    model = models.build("relu_cnn", inputs.spec.shape)
+    train.fit(model, inputs, train.FitConfig(epochs=2), root / f"out{seed}", verbose=0)
+    return evaluate.predict(model, inputs, "test")[1]
+
+
+def test_same_seed_gives_identical_predictions(synthetic_root):
+    """The notebooks' path (seeded split, augmentation, balancing, training) is
+    deterministic on CPU: two runs with the same seed agree exactly."""
+    a = _quick_training(synthetic_root, 7)
+    b = _quick_training(synthetic_root, 7)
+    assert np.array_equal(a, b)
+
+
+def test_training_learns_and_writes_its_files(trained_run):
+    run_dir, folder, _ = trained_run
+    history = train.load_history(folder)
+    assert len(history) >= 2 and (folder / "best.keras").exists()
+    assert {"seconds", "images_per_s", "learning_rate", "val_loss"} <= set(history.columns)
+    test = pd.read_csv(evaluate.prediction_file(run_dir, "compact_cnn-sartaj", "test"))
+    assert list(test.columns[:8]) == ["model", "dataset", "split", "eval_dataset", "seed",
+                                      "path", "label", "prediction"]
+    probs = test[evaluate.PROB_COLUMNS].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (test["label"] == test["prediction"]).mean() > 0.5  # chance is 0.25
+
+
+def test_saved_model_reloads_safely_with_its_metadata(trained_run):
+    _, folder, _ = trained_run
+    model, meta = models.load_saved(folder)
+    assert meta["image_size"] == 32 and meta["color_mode"] == "rgb"
+    assert meta["class_names"] == list(CLASS_NAMES) and meta["gradcam_layer"] == "last_conv"
+    assert model.get_layer("logits") is not None
