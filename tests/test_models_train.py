@@ -86,7 +86,7 @@ def test_eval_pipeline_keeps_order_and_normalises():
 def _quick_training(root, seed):
     devices.seed_everything(seed)
     ds = data.load("sartaj", root, seed=seed)
-    inputs = ModelInputs(ds, PixelSpec(24, "grayscale"), "standardize", batch_size=8,
+    inputs = ModelInputs(ds, PixelSpec(32, "grayscale"), "standardize", batch_size=8,
                          augment="basic", balance=True, seed=seed)
     model = models.build("relu_cnn", inputs.spec.shape)
     train.fit(model, inputs, train.FitConfig(epochs=2), root / f"out{seed}", verbose=0)
