@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainmri import benchmark, evaluate, explain, models
+from brainmri import benchmark, evaluate, explain, models, readme_table
 
 
 def test_benchmark_scores_test_and_deduplicated_sets(trained_run):
@@ -24,6 +24,24 @@ def test_benchmark_scores_test_and_deduplicated_sets(trained_run):
     assert t["acc_ci_low"] <= t["accuracy"] <= t["acc_ci_high"]
     assert t["temperature"] > 0 and 0 <= t["ece"] <= 1
     assert 0 < t["threshold"] <= 1 and 0 <= t["tumour_sensitivity_thr"] <= 1
+
+
+def test_readme_and_model_card_tables_come_from_metrics_csv(trained_run, tmp_path):
+    run_dir, _, _ = trained_run
+    table = benchmark.benchmark(run_dir, n_bootstrap=200)
+    metrics_file = tmp_path / "metrics.csv"
+    table.to_csv(metrics_file, index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{readme_table.START}\nstale\n{readme_table.END}\noutro\n")
+    readme_table.update(readme, metrics_file, "demo")
+    card = tmp_path / "card.md"
+    card.write_text(readme.read_text())
+    readme_table.update(card, metrics_file, "demo", model="compact_cnn")
+    for text in (readme.read_text(), card.read_text()):
+        assert "stale" not in text and text.startswith("intro") and text.endswith("outro\n")
+        row = table.iloc[0]
+        assert f"{100 * row['accuracy']:.1f}" in text  # the number, not a placeholder
+        assert f"{100 * row['acc_ci_low']:.1f}" in text
 
 
 def test_mcnemar_table_pairs_models_on_the_same_images(trained_run, tmp_path):

@@ -125,6 +125,7 @@ def test_unavailable_weights_skip_the_step_and_the_series_goes_on(project, capsy
     _notebook(root / "notebooks" / "03_transfer.ipynb", "run_dir = None",
               "from brainmri import notebook\nnotebook.setup(run_dir)\n"
               "from brainmri.errors import WeightsUnavailableError\n"
+              "print('Downloading data from https://example.org/w.h5: 0 bytes')\n"
               "raise WeightsUnavailableError('skipped: ImageNet weights unavailable. Fix: copy "
               "the file')")
     nb = nbformat.read(root / "notebooks" / "03_transfer.ipynb", 4)

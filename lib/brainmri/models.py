@@ -171,11 +171,12 @@ def _residual_block(x, filters: int, stride: int, name: str):
     return L.Activation("relu", name=f"{name}_out")(L.Add(name=f"{name}_add")([y, shortcut]))
 
 
-def compact_cnn(input_shape=(128, 128, 3), widths=(32, 64, 128, 256), dropout: float = 0.3,
+def compact_cnn(input_shape=(128, 128, 3), widths=(16, 32, 64, 128), dropout: float = 0.3,
                 name: str = "compact_cnn"):
     """Our CPU-sized model: a small ResNet (one residual block per stage, batch norm,
     global average pooling). Wide enough to learn tumour texture, small enough (about
-    1.2 M parameters at the default widths) to train on two CPU cores within the hour."""
+    0.3 M parameters at the default widths, ~100 img/s at 128 px) to train on two CPU
+    cores within the hour."""
     keras, L = _layers()
     inputs = keras.Input(input_shape, name="image")
     x = _conv_bn(inputs, widths[0], 2, "stem")

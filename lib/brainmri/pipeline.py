@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -178,9 +179,12 @@ def _failure(output: Path, exc: Exception) -> dict:
             if cell.get("metadata", {}).get("papermill", {}).get("exception"):
                 text = "".join(o.get("text", "") for o in cell.get("outputs", [])
                                if o.get("output_type") == "stream")
-                name, _, message = text.strip().partition(": ")
-                if name.isidentifier() and message:
-                    info.update(ename=name, evalue=message)
+                # The cell may print before it fails (Keras: "Downloading data from ..."),
+                # so take the last line that starts like "SomeError: message".
+                found = list(re.finditer(r"^(\w+(?:Error|Exception)): ", text, re.M))
+                if found:
+                    info.update(ename=found[-1].group(1),
+                                evalue=text[found[-1].end():].strip())
     return info
 
 

@@ -224,6 +224,9 @@ def export(model_dir: str | Path, target: str | Path, extra: dict | None = None)
     with atomic_path(target) as tmp:
         shutil.copyfile(model_dir / "model.keras", tmp)
     meta = json.loads((model_dir / "model.json").read_text())
-    atomic_write_json({**meta, **(extra or {}), "exported_from": str(model_dir)},
+    source = model_dir.resolve()
+    if source.is_relative_to(paths.project_root()):  # no machine-specific paths in the card
+        source = source.relative_to(paths.project_root())
+    atomic_write_json({**meta, **(extra or {}), "exported_from": str(source)},
                       target.with_suffix(".json"))
     return target
