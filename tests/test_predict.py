@@ -73,3 +73,28 @@ def test_console_script_is_installed_and_prints_csv(tmp_path, trained_run):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].startswith("path,prediction,p_glioma")
+
+
+def test_shipped_model_is_the_default_and_classifies_a_mixed_folder(tmp_path, trained_run,
+                                                                    capsys):
+    """The committed model: small, loadable with safe_mode, calibrated, used by default."""
+    import json
+
+    import keras
+
+    from brainmri.predict import default_model
+
+    _, _, data_root = trained_run
+    shipped = default_model()
+    assert shipped.exists(), f"{shipped} is not shipped; the reference run exports it (08b)"
+    assert shipped.stat().st_size <= 25 * 2**20
+    meta = json.loads(shipped.with_suffix(".json").read_text())
+    assert meta["temperature"] > 0 and meta["class_names"] == ["glioma", "meningioma",
+                                                               "no_tumor", "pituitary"]
+    model = keras.saving.load_model(shipped, safe_mode=True, compile=False)
+    assert model.output_shape == (None, 4)
+    out = tmp_path / "shipped.csv"
+    assert cli.main(["predict", str(_mixed_folder(tmp_path, data_root)), "--csv", str(out),
+                     "--quiet"]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert (table["error"] == "").sum() == 3 and len(table) == 6

@@ -222,6 +222,16 @@ def curves_grid(histories: dict[str, pd.DataFrame]) -> plt.Figure:
     return fig
 
 
+def _panels(n: int, per_row: int = 4):
+    """A grid of ``n`` square-ish panels, at most ``per_row`` wide; unused cells hidden."""
+    ncols = min(per_row, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def reliability_diagrams(items: dict[str, tuple], n_bins: int = 15) -> plt.Figure:
     """Per model: accuracy vs confidence before and after temperature scaling.
 
@@ -230,11 +240,7 @@ def reliability_diagrams(items: dict[str, tuple], n_bins: int = 15) -> plt.Figur
     from .metrics import ece, reliability
 
     n = len(items)
-    ncols = min(4, n)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
+    fig, axes = _panels(n)
     for ax, (tag, (y, probs, scaled)) in zip(axes.flat, items.items()):
         ax.plot([0, 1], [0, 1], color="#bbb", lw=1)
         for p, label, color in ((probs, "raw", "#c0392b"), (scaled, "temperature", "#2980b9")):
@@ -252,11 +258,7 @@ def reliability_diagrams(items: dict[str, tuple], n_bins: int = 15) -> plt.Figur
 def roc_grid(curves: dict[str, dict]) -> plt.Figure:
     """One-vs-rest ROC curves per class, one panel per model."""
     n = len(curves)
-    ncols = min(4, n)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
+    fig, axes = _panels(n)
     for ax, (tag, per_class) in zip(axes.flat, curves.items()):
         ax.plot([0, 1], [0, 1], color="#bbb", lw=1)
         for name, (fpr, tpr, auc) in per_class.items():
