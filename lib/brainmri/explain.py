@@ -33,8 +33,12 @@ def one_hot(labels: np.ndarray, n_classes: int = 4) -> np.ndarray:
 def make_explainers(model, gradcam_layer: str | None = None, steps: int = 80,
                     samples: int = 80, batch_size: int = 16) -> dict:
     """The four explainers of the report (its listing 8.1) on ``model``'s logits."""
+    import tensorflow as tf
     from xplique.attributions import GradCAM, GuidedBackprop, IntegratedGradients, SmoothGrad
 
+    # Each explainer wraps its own tf.function, so explaining several models re-traces
+    # them; TF then logs a "retracing" warning per call that would flood the book pages.
+    tf.get_logger().setLevel("ERROR")
     logits = logits_model(model)
     layer = gradcam_layer or GRADCAM_LAYER.get(model.name, "last_conv")
     return {

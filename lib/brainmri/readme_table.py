@@ -25,15 +25,19 @@ def _pct(x) -> str:
     return "" if pd.isna(x) else f"{100 * x:.1f}"
 
 
+def _ordered(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows by training dataset and model, then official, deduplicated, external test."""
+    order = {"test": 0, "test_dedup": 1, "external": 2}
+    return metrics.assign(_o=metrics["eval_set"].map(order)).sort_values(
+        ["dataset", "model", "_o"])
+
+
 def table(metrics: pd.DataFrame) -> str:
     """Markdown: one row per (model, training dataset, evaluation set)."""
     lines = ["| model | trained on | evaluated on | n | accuracy % (95 % CI) | macro F1 % | "
              "tumour sensitivity % | missed tumours | ECE (after T) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    order = {"test": 0, "test_dedup": 1, "external": 2}
-    metrics = metrics.assign(_o=metrics["eval_set"].map(order)).sort_values(
-        ["dataset", "model", "_o"])
-    for r in metrics.itertuples():
+    for r in _ordered(metrics).itertuples():
         lines.append(
             f"| {r.model} | {r.dataset} | {r.eval_set} | {r.n} | {_pct(r.accuracy)} "
             f"({_pct(r.acc_ci_low)}-{_pct(r.acc_ci_high)}) | {_pct(r.f1_macro)} | "
@@ -47,7 +51,7 @@ def card_table(metrics: pd.DataFrame) -> str:
     lines = ["| trained on | evaluated on | n | accuracy % (95 % CI) | macro F1 % (95 % CI) | "
              "tumour sensitivity % (95 % CI) | tumour specificity % | ECE before / after T |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in metrics.itertuples():
+    for r in _ordered(metrics).itertuples():
         lines.append(
             f"| {r.dataset} | {r.eval_set} | {r.n} | {_pct(r.accuracy)} "
             f"({_pct(r.acc_ci_low)}-{_pct(r.acc_ci_high)}) | {_pct(r.f1_macro)} "
