@@ -4,6 +4,7 @@
 PYTHON     ?= $(shell command -v python3.11 || command -v python3)
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
+BRAINMRI   := $(VENV)/bin/brainmri
 PROFILE    ?= quick
 DATASET    ?=
 RUN        ?= $(PROFILE)
@@ -16,11 +17,12 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # pip reads this; without it, unrelated index warnings flood the log on some machines.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env data run book report test bench browser-deps serve publish clean-cache
+.PHONY: help env data run book report test lint bench browser-deps serve publish clean-cache
 
 help:
 	@echo "make report   environment + data + the $(PROFILE) series + the book (PROFILE=quick|full|reference)"
-	@echo "make test     environment + the test suite"
+	@echo "make test     environment + lint + the test suite (what CI runs)"
+	@echo "make lint     ruff on lib/ and tests/"
 	@echo "make run      run the notebook series only (PROFILE, DATASET, ONLY=01,02)"
 	@echo "make book     build the book from results/\$$RUN (RUN defaults to PROFILE)"
 	@echo "make bench    input-pipeline benchmark (cached data vs synthetic tensors)"
@@ -41,23 +43,26 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@touch $@
 
 data: env
-	$(PY) -m brainmri.datasets fetch --dataset $(or $(DATASET),all)
+	$(BRAINMRI) data fetch --dataset $(or $(DATASET),all)
 
 run: env
-	$(PY) -m brainmri.pipeline --profile $(PROFILE) --run $(RUN) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY))
+	$(BRAINMRI) run --profile $(PROFILE) --run $(RUN) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY))
 
 book: env
-	$(PY) -m brainmri.book --run $(RUN)
+	$(BRAINMRI) book --run $(RUN)
 
 report: env
-	$(PY) -m brainmri.datasets fetch --dataset $(or $(DATASET),sartaj)
+	$(BRAINMRI) data fetch --dataset $(or $(DATASET),all)
 	$(MAKE) run book
 
-test: env
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+lint: env
+	$(VENV)/bin/ruff check lib tests
+
 bench: env
-	$(PY) -m brainmri.bench
+	$(BRAINMRI) throughput
 
 # Headless Chromium + chromedriver for the browser test (Debian packages; needs root or sudo).
 browser-deps:

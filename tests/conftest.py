@@ -54,14 +54,16 @@ def quick_run(tmp_path_factory):
     data_root = real_data_root()
     if data_root is None:
         data_root = base / "data"
-        make_dataset(data_root, "sartaj", {"Training": 20, "Testing": 8}, size=96)
-        make_dataset(data_root, "nickparvar", {"Training": 20, "Testing": 8}, size=96, seed=1)
+        # Larger than the quick profile's subset (16 per class and split), so that a
+        # chapter that ignores the subset reads other files than the predictions name.
+        make_dataset(data_root, "sartaj", {"Training": 30, "Testing": 20}, size=64)
+        make_dataset(data_root, "nickparvar", {"Training": 30, "Testing": 20}, size=64, seed=1)
     before = {name: _digest(data_root / name) for name in
               ("brain-tumor-classification-mri", "brain-tumor-mri-dataset")}
     env = {**os.environ, "BRAIN_MRI_DATA": str(data_root),
            "BRAIN_MRI_CACHE": str(base / "cache")}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "brainmri.pipeline", "--profile", "quick",
+    proc = subprocess.run([sys.executable, "-m", "brainmri", "run", "--profile", "quick",
                            "--results-dir", str(base / "results")], env=env,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -75,38 +77,33 @@ def built_book(quick_run):
     """The book built (warnings as errors) from the quick run; returns _build/html."""
     import subprocess
 
-    from brainmri import paths
+    from brainmri.core import paths
 
-    proc = subprocess.run([sys.executable, "-m", "brainmri.book", "--run", "quick",
+    proc = subprocess.run([sys.executable, "-m", "brainmri", "book", "--run", "quick",
                            "--results-dir", str(quick_run["run_dir"].parent)],
                           env=quick_run["env"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     return paths.project_root() / "_build" / "html"
 
 
+#: A compact CNN small enough to train in seconds, through the model chapters' own call.
+TINY_COMPACT = {"seed": 0, "image_size": 32, "widths": [8, 16, 16, 32], "epochs": 6,
+                "learning_rate": 3e-3, "patience": 6, "batch_size": 16, "warmup_epochs": 0,
+                "schedule": "plateau", "augment": "none", "external_dataset": None,
+                "label_smoothing": 0.0, "weight_decay": 0.0}
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """A tiny compact CNN trained for a few epochs on synthetic data, saved like a run.
-
-    Returns (run folder, model folder, data root). Shared by the predict, explain and
-    benchmark tests.
-    """
-    from brainmri import data, devices, evaluate, models, train
-    from brainmri.preprocess import PixelSpec
-    from brainmri.tfdata import ModelInputs
+    """A tiny compact CNN trained on synthetic data with ``experiment.run``, as chapter 08b
+    does. Returns (run folder, model folder, data root); shared by the predict, explain
+    and benchmark tests."""
+    from brainmri.report import experiment, notebook
 
     base = tmp_path_factory.mktemp("trained")
     os.environ["BRAIN_MRI_CACHE"] = str(base / "cache")
     make_dataset(base / "data", "sartaj", {"Training": 30, "Testing": 10}, size=64)
-    devices.seed_everything(0)
-    ds = data.load("sartaj", base / "data", seed=0)
-    inputs = ModelInputs(ds, PixelSpec(32, "rgb"), "standardize", batch_size=16, seed=0)
-    model = models.build("compact_cnn", inputs.spec.shape, widths=(8, 16, 16, 32))
-    run_dir = base / "run"
-    folder = run_dir / "models" / evaluate.model_tag("compact_cnn", "sartaj")
-    train.fit(model, inputs, train.FitConfig(epochs=6, learning_rate=3e-3, patience=6), folder,
-              verbose=0)
-    evaluate.evaluate(model, inputs, run_dir, "compact_cnn")
-    train.save(model, folder, train.metadata(model, "compact_cnn", inputs, seed=0,
-                                             temperature=1.0))
-    return run_dir, folder, base / "data"
+    p = notebook.setup("08b_compact_cnn", {**TINY_COMPACT, "data_dir": str(base / "data")},
+                       run_dir=str(base / "run"))
+    result = experiment.run(p)
+    return p.run.root, result.folder, base / "data"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from brainmri.datasets import get_spec
+from brainmri.data.sources import get_spec
 
 BLOB_CENTRES = {"glioma": (0.38, 0.4), "meningioma": (0.2, 0.7), "pituitary": (0.5, 0.8),
                 "no_tumor": None}

@@ -4,17 +4,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainmri import benchmark, evaluate, explain, models, readme_table
+from brainmri.core.runfolder import RunFolder
+from brainmri.evaluation import benchmark, explain
+from brainmri.modeling import builders as models
+from brainmri.modeling import saved
+from brainmri.report import tables as readme_table
+
+SCORING = {"target_sensitivity": 0.99, "n_bootstrap": 200, "seed": 0, "ece_bins": 15}
 
 
 def test_benchmark_scores_test_and_deduplicated_sets(trained_run):
-    run_dir, _, _ = trained_run
-    test = pd.read_csv(evaluate.prediction_file(run_dir, "compact_cnn-sartaj", "test"))
+    run = RunFolder(trained_run[0])
+    test = pd.read_csv(run.predictions("compact_cnn-sartaj", "test"))
     leaked = test["path"].iloc[:5]
-    dup_dir = run_dir / "duplicates"
-    dup_dir.mkdir(exist_ok=True)
-    pd.DataFrame({"test_path": leaked}).to_csv(dup_dir / "sartaj_test_with_copy.csv", index=False)
-    table = benchmark.benchmark(run_dir, n_bootstrap=200)
+    run.test_with_copy("sartaj").parent.mkdir(exist_ok=True)
+    pd.DataFrame({"test_path": leaked}).to_csv(run.test_with_copy("sartaj"), index=False)
+    table = benchmark.benchmark(run, **SCORING)
     rows = table.set_index("eval_set")
     assert set(rows.index) == {"test", "test_dedup"}
     assert rows.loc["test", "n"] == len(test) and rows.loc["test_dedup", "n"] == len(test) - 5
@@ -27,8 +32,7 @@ def test_benchmark_scores_test_and_deduplicated_sets(trained_run):
 
 
 def test_readme_and_model_card_tables_come_from_metrics_csv(trained_run, tmp_path):
-    run_dir, _, _ = trained_run
-    table = benchmark.benchmark(run_dir, n_bootstrap=200)
+    table = benchmark.benchmark(RunFolder(trained_run[0]), **SCORING)
     metrics_file = tmp_path / "metrics.csv"
     table.to_csv(metrics_file, index=False)
     readme = tmp_path / "README.md"
@@ -45,15 +49,14 @@ def test_readme_and_model_card_tables_come_from_metrics_csv(trained_run, tmp_pat
 
 
 def test_mcnemar_table_pairs_models_on_the_same_images(trained_run, tmp_path):
-    run_dir, _, _ = trained_run
-    test = pd.read_csv(evaluate.prediction_file(run_dir, "compact_cnn-sartaj", "test"))
+    test = pd.read_csv(RunFolder(trained_run[0]).predictions("compact_cnn-sartaj", "test"))
     other = test.copy()
     other["model"] = "always_glioma"
     other["prediction"] = "glioma"
     (tmp_path / "predictions").mkdir()
     test.to_csv(tmp_path / "predictions" / "a-sartaj_test.csv", index=False)
     other.to_csv(tmp_path / "predictions" / "b-sartaj_test.csv", index=False)
-    table = benchmark.mcnemar_table(tmp_path)
+    table = benchmark.mcnemar_table(RunFolder(tmp_path))
     assert len(table) == 1 and table.loc[0, "n"] == len(test)
     assert table.loc[0, "b"] + table.loc[0, "c"] == int(
         ((test["prediction"] == test["label"]) != (other["prediction"] == other["label"])).sum())
@@ -61,18 +64,29 @@ def test_mcnemar_table_pairs_models_on_the_same_images(trained_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def explained(trained_run):
-    from brainmri import data
-    from brainmri.preprocess import PixelSpec
-    from brainmri.tfdata import ModelInputs
-
-    _, folder, data_root = trained_run
-    model, meta = models.load_saved(folder)
-    ds = data.load("sartaj", data_root, seed=0)
-    inputs = ModelInputs(ds, PixelSpec(meta["image_size"], meta["color_mode"]),
-                         meta["normalization"], splits=("test",))
-    x, y = inputs.normalized("test", 6)
+    run_dir, folder, data_root = trained_run
+    model, meta = saved.load_saved(folder)
+    frame = pd.read_csv(RunFolder(run_dir).predictions("compact_cnn-sartaj", "test")).head(6)
+    raw, x = explain.images_for(frame, meta, data_root)
+    y = frame["label"].map(["glioma", "meningioma", "no_tumor", "pituitary"].index).to_numpy()
     maps = explain.explain(explain.make_explainers(model, meta["gradcam_layer"], 4, 4), x, y)
-    return model, x, y, inputs.arrays["test"][0][:6], maps
+    return model, x, y, raw, maps
+
+
+def test_explained_images_are_read_by_the_predictions_paths(trained_run):
+    """Chapter 10 explains the images the predictions name, whatever subset or order the
+    predictions file has (it used to reload the whole test split and index it by row)."""
+    from brainmri.data.pixels import PixelSpec, load_file
+
+    run_dir, folder, data_root = trained_run
+    _, meta = saved.load_saved(folder)
+    frame = pd.read_csv(RunFolder(run_dir).predictions("compact_cnn-sartaj", "test"))
+    picked = frame.sample(n=7, random_state=3)
+    raw, _ = explain.images_for(picked, meta, data_root)
+    spec = PixelSpec(meta["image_size"], meta["color_mode"], meta["resample"])
+    root = data_root / "brain-tumor-classification-mri"
+    for pixels, path in zip(raw, picked["path"]):
+        assert np.array_equal(pixels, load_file(root / path, spec)), path
 
 
 def test_every_explainer_gives_one_map_per_image(explained):
@@ -87,7 +101,7 @@ def test_faithfulness_and_sanity_scores_are_finite(explained):
     table = explain.faithfulness(model, x, y, maps, steps=4, mufidelity_samples=8)
     assert list(table.columns) == ["deletion", "insertion", "mufidelity"]
     assert np.isfinite(table[["deletion", "insertion"]].to_numpy()).all()
-    checks = explain.sanity_and_mass(model, x, y, raw, maps, 4, 4)
+    checks = explain.sanity_and_mass(model, x, y, raw, maps, 4, 4, seed=0, mask_threshold=0.1)
     assert ((checks["mass_in_brain"] >= 0) & (checks["mass_in_brain"] <= 1)).all()
     assert (checks["randomisation_similarity"].abs() <= 1).all()
 

@@ -72,7 +72,7 @@ def _pages(root: Path) -> list[str]:
 
 
 def _expected_figures(stem: str) -> int:
-    from brainmri import paths
+    from brainmri.core import paths
 
     path = paths.project_root() / "book" / "notebooks" / f"{stem}.ipynb"
     if not path.exists():

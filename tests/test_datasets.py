@@ -2,8 +2,9 @@
 
 import pytest
 
-from brainmri import datasets, paths
-from brainmri.errors import DatasetNotFoundError
+from brainmri.core import paths
+from brainmri.core.errors import DatasetNotFoundError
+from brainmri.data import sources as datasets
 from synthetic import make_dataset
 
 
@@ -20,6 +21,8 @@ def test_lookup_order_explicit_then_env_then_raw(tmp_path, monkeypatch, no_proje
     raw = make_dataset(tmp_path / "project-data" / "raw", "sartaj")
     monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "env"))
     assert datasets.locate("sartaj", tmp_path / "explicit") == explicit.resolve()
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        datasets.locate("sartaj", tmp_path / "nonexistent")  # never silently the env copy
     assert datasets.locate("sartaj", explicit) == explicit.resolve()  # dataset folder itself
     assert datasets.locate("sartaj") == env.resolve()
     monkeypatch.delenv(datasets.ENV_VAR)
@@ -62,7 +65,9 @@ def test_download_is_linked_into_data_raw(tmp_path, no_project_raw, monkeypatch)
 
 
 def test_cli_prints_error_without_traceback(no_project_raw, capsys):
-    assert datasets.main(["where", "--dataset", "sartaj"]) == 2
+    from brainmri import cli
+
+    assert cli.main(["data", "where", "--dataset", "sartaj"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Dataset 'sartaj' was not found")
     assert "Traceback" not in err
@@ -75,8 +80,11 @@ def test_unknown_dataset():
 
 def test_fingerprint_ignores_mtime_but_not_content(tmp_path):
     root = make_dataset(tmp_path, "sartaj")
+    target = root / "Testing" / "no_tumor" / "img 000.jpg"
     before = datasets.fingerprint(root)
-    (root / "Testing" / "no_tumor" / "img 000.jpg").touch()
+    target.touch()
     assert datasets.fingerprint(root) == before
-    (root / "Testing" / "no_tumor" / "img 000.jpg").write_bytes(b"x")
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF  # same size, other bytes
+    target.write_bytes(bytes(data))
     assert datasets.fingerprint(root) != before

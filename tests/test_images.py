@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainmri.images import MAX_PIXELS, ImageReadError, is_image_name, probe, read_image
+from brainmri.data.images import MAX_PIXELS, ImageReadError, is_image_name, probe, read_image
 
 
 def _save(img: Image.Image, path, **kw):
@@ -62,7 +62,7 @@ def test_zero_byte_file(tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
     with pytest.raises(ImageReadError, match="empty"):
-        read_image(path)
+        read_image(path, "rgb")
 
 
 def test_not_an_image(tmp_path):
@@ -79,7 +79,7 @@ def test_truncated_jpeg(tmp_path, gradient):
     bad = tmp_path / "truncated.jpg"
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="truncated|corrupt"):
-        read_image(bad)
+        read_image(bad, "rgb")
 
 
 def test_corrupt_png(tmp_path, gradient):
@@ -89,7 +89,7 @@ def test_corrupt_png(tmp_path, gradient):
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(bytes(data))
     with pytest.raises(ImageReadError):
-        read_image(bad)
+        read_image(bad, "rgb")
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):

@@ -1,17 +1,17 @@
 """Inventory of a dataset folder with bad files, the split rule, and read-only raw data."""
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import real_data_root
 from PIL import Image
 
-from brainmri import data
-from brainmri.inventory import build_inventory
-from brainmri.splits import assign_splits, split_counts, subsample
+from brainmri.data import dataset as data
+from brainmri.data import inventory as inventory_module
+from brainmri.data.inventory import build_inventory
+from brainmri.data.splits import assign_splits, split_counts, subsample
+from conftest import real_data_root
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -49,20 +49,29 @@ def test_inventory_lists_and_explains_bad_files(messy_root):
     assert set(good["label"]) == {"glioma", "meningioma", "pituitary", "no_tumor"}
 
 
-def test_inventory_is_cached_and_invalidated(messy_root):
+def test_inventory_is_cached_and_invalidated(messy_root, monkeypatch):
+    """Decoding happens once per file: a second build decodes nothing, and a changed
+    folder is decoded again."""
+    decoded = []
+    real_probe = inventory_module.probe
+    monkeypatch.setattr(inventory_module, "probe",
+                        lambda path: decoded.append(path) or real_probe(path))
     first = build_inventory(messy_root, "sartaj")
+    n_files = len(decoded)
+    assert n_files > 50
     again = build_inventory(messy_root, "sartaj")
-    assert first.equals(again)
+    assert first.equals(again) and len(decoded) == n_files
     (messy_root / "Testing" / "no_tumor" / "img 000.jpg").unlink()
     assert len(build_inventory(messy_root, "sartaj")) == len(first) - 1
+    assert len(decoded) > n_files
 
 
 def test_raw_folder_is_never_written(messy_root):
     before = _tree_digest(messy_root)
-    ds = data.load("sartaj", messy_root.parent)
-    from brainmri.preprocess import PixelSpec
+    ds = data.load("sartaj", messy_root.parent, 0.2, 42)
+    from brainmri.data.pixels import PixelSpec
 
-    ds.arrays("train", PixelSpec(16, "rgb"))
+    ds.arrays("train", PixelSpec(16, "rgb", "area"))
     assert _tree_digest(messy_root) == before
 
 
@@ -79,7 +88,7 @@ def test_split_rule_is_floor_of_fraction_per_class_and_seeded(synthetic_root):
 
 
 def test_nickparvar_folder_names_map_to_canonical_classes(synthetic_root):
-    ds = data.load("nickparvar", synthetic_root)
+    ds = data.load("nickparvar", synthetic_root, 0.2, 42)
     assert set(ds.files["label"]) == {"glioma", "meningioma", "pituitary", "no_tumor"}
     assert (ds.labels("test") >= 0).all()
 
@@ -89,7 +98,7 @@ def test_sartaj_split_counts_are_the_reports():
     root = real_data_root()
     if root is None:
         pytest.skip("BRAIN_MRI_DATA does not point at the shared dataset copies")
-    ds = data.load("sartaj", root)
+    ds = data.load("sartaj", root, 0.2, 42)
     table = ds.counts().pivot(index="split", columns="class", values="n")
     order = ["glioma", "meningioma", "pituitary", "no_tumor"]
     assert table.loc["train", order].tolist() == [661, 658, 662, 316]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from brainmri import CLASS_NAMES, metrics
+from brainmri import CLASS_NAMES
+from brainmri.evaluation import metrics
 
 G, M, N, P = (CLASS_NAMES.index(c) for c in ("glioma", "meningioma", "no_tumor", "pituitary"))
 
@@ -135,7 +136,8 @@ def test_bootstrap_interval_brackets_the_estimate():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 4, 400)
     probs = one_hot_probs(np.where(rng.random(400) < 0.8, y, (y + 1) % 4))
-    point, low, high = metrics.bootstrap_ci(y, probs, metrics.accuracy, 1000, seed=0)
+    point, low, high = metrics.bootstrap_ci(y, probs, metrics.accuracy, n_resamples=1000, seed=0)
     assert low < point < high
     assert high - low == pytest.approx(2 * 1.96 * np.sqrt(0.8 * 0.2 / 400), rel=0.25)
-    assert metrics.bootstrap_ci(y, probs, metrics.accuracy, 1000, seed=0) == (point, low, high)
+    again = metrics.bootstrap_ci(y, probs, metrics.accuracy, n_resamples=1000, seed=0)
+    assert again == (point, low, high)

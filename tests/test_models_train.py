@@ -4,14 +4,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainmri import CLASS_NAMES, data, devices, evaluate, models, train
-from brainmri.preprocess import PixelSpec
-from brainmri.tfdata import ModelInputs, balanced_indices, make_dataset
+from brainmri import CLASS_NAMES
+from brainmri.core.runfolder import RunFolder
+from brainmri.data import dataset as data
+from brainmri.data.inputs import ModelInputs, balanced_indices, make_dataset
+from brainmri.data.pixels import PixelSpec
+from brainmri.evaluation import predictions as evaluate
+from brainmri.modeling import builders as models
+from brainmri.modeling import devices, saved
+from brainmri.modeling import training as train
 
 
 @pytest.mark.parametrize("name,shape,kwargs", [
     ("relu_cnn", (32, 32, 1), {}), ("sigmoid_cnn", (32, 32, 1), {}),
-    ("compact_cnn", (32, 32, 3), {"widths": (8, 8, 16, 16)}),
+    ("compact_cnn", (32, 32, 3), {"widths": (8, 8, 16, 16), "dropout": 0.3}),
     ("inception_v3", (75, 75, 3), {"weights": "none"}),
     ("convnext_tiny", (32, 32, 3), {"weights": None}),
 ])
@@ -27,6 +33,18 @@ def test_builders_end_in_logits_then_softmax(name, shape, kwargs):
     assert np.allclose(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), probs, atol=1e-5)
 
 
+def test_builders_refuse_options_they_do_not_take():
+    with pytest.raises(TypeError, match="relu_cnn takes no option"):
+        models.build("relu_cnn", (32, 32, 1), widths=(8, 8, 8, 8))
+    with pytest.raises(TypeError):
+        models.build("inception_v3", (75, 75, 3))  # the weights must be chosen explicitly
+
+
+def test_pool_placement_cost_is_about_four_times():
+    cost = models.pool_placement_cost((256, 256, 1))
+    assert 1.0 < cost.iloc[0] < 1.2 and 4.3 < cost.iloc[1] < 4.7
+
+
 def test_sigmoid_model_uses_sigmoid_in_convolutions_only():
     model = models.build("sigmoid_cnn", (32, 32, 1))
     assert model.get_layer("conv1").activation.__name__ == "sigmoid"
@@ -34,7 +52,7 @@ def test_sigmoid_model_uses_sigmoid_in_convolutions_only():
 
 
 def test_missing_local_weights_file_is_a_clear_error(tmp_path):
-    from brainmri.errors import WeightsUnavailableError
+    from brainmri.core.errors import WeightsUnavailableError
 
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         models.build("inception_v3", (75, 75, 3), weights=str(tmp_path / "nope.h5"))
@@ -43,7 +61,7 @@ def test_missing_local_weights_file_is_a_clear_error(tmp_path):
 def test_offline_imagenet_download_is_reported_as_unavailable(monkeypatch):
     import keras
 
-    from brainmri.errors import WeightsUnavailableError
+    from brainmri.core.errors import WeightsUnavailableError
 
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
@@ -59,7 +77,7 @@ def test_offline_imagenet_download_is_reported_as_unavailable(monkeypatch):
 
 
 def test_set_trainable_by_index_and_by_name():
-    model = models.build("compact_cnn", (32, 32, 3), widths=(8, 8, 16, 16))
+    model = models.build("compact_cnn", (32, 32, 3), widths=(8, 8, 16, 16), dropout=0.3)
     first = [layer.name for layer in model.layers].index("stage3_a")
     n = train.set_trainable(model, "stage3")
     assert n == len(model.layers) - first
@@ -76,7 +94,7 @@ def test_balancing_tops_every_class_up_to_the_largest():
 
 def test_eval_pipeline_keeps_order_and_normalises():
     x = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4, 1)
-    batches = list(make_dataset(x, np.arange(5), batch_size=2))
+    batches = list(make_dataset(x, np.arange(5), batch_size=2, normalization="standardize"))
     labels = np.concatenate([b[1].numpy() for b in batches])
     assert labels.tolist() == [0, 1, 2, 3, 4]
     first = batches[0][0].numpy()
@@ -85,11 +103,11 @@ def test_eval_pipeline_keeps_order_and_normalises():
 
 def _quick_training(root, seed):
     devices.seed_everything(seed)
-    ds = data.load("sartaj", root, seed=seed)
-    inputs = ModelInputs(ds, PixelSpec(32, "grayscale"), "standardize", batch_size=8,
-                         augment="basic", balance=True, seed=seed)
+    ds = data.load("sartaj", root, 0.2, seed)
+    inputs = ModelInputs(ds, PixelSpec(32, "grayscale", "area"), normalization="standardize",
+                         batch_size=8, augment="basic", balance=True, seed=seed)
     model = models.build("relu_cnn", inputs.spec.shape)
-    train.fit(model, inputs, train.FitConfig(epochs=2), root / f"out{seed}", verbose=0)
+    train.fit(model, inputs, train.FitConfig(2, 1e-3, 5), root / f"out{seed}", verbose=0)
     return evaluate.predict(model, inputs, "test")[1]
 
 
@@ -106,9 +124,8 @@ def test_training_learns_and_writes_its_files(trained_run):
     history = train.load_history(folder)
     assert len(history) >= 2 and (folder / "best.keras").exists()
     assert {"seconds", "images_per_s", "learning_rate", "val_loss"} <= set(history.columns)
-    test = pd.read_csv(evaluate.prediction_file(run_dir, "compact_cnn-sartaj", "test"))
-    assert list(test.columns[:8]) == ["model", "dataset", "split", "eval_dataset", "seed",
-                                      "path", "label", "prediction"]
+    test = pd.read_csv(RunFolder(run_dir).predictions("compact_cnn-sartaj", "test"))
+    assert list(test.columns[:8]) == evaluate.ID_COLUMNS
     probs = test[evaluate.PROB_COLUMNS].to_numpy()
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert (test["label"] == test["prediction"]).mean() > 0.5  # chance is 0.25
@@ -116,7 +133,28 @@ def test_training_learns_and_writes_its_files(trained_run):
 
 def test_saved_model_reloads_safely_with_its_metadata(trained_run):
     _, folder, _ = trained_run
-    model, meta = models.load_saved(folder)
+    model, meta = saved.load_saved(folder)
     assert meta["image_size"] == 32 and meta["color_mode"] == "rgb"
+    assert meta["temperature"] > 0 and meta["training"]["widths"] == [8, 16, 16, 32]
     assert meta["class_names"] == list(CLASS_NAMES) and meta["gradcam_layer"] == "last_conv"
     assert model.get_layer("logits") is not None
+
+
+def test_experiment_trains_in_two_phases_for_transfer_models(synthetic_root, tmp_path):
+    """The one experiment call: a transfer model's head phase, then fine-tuning from
+    ``unfreeze_from``, with the history continued across phases and every file saved."""
+    from brainmri.report import experiment, notebook
+
+    p = notebook.setup("08_convnext_tiny", {
+        "data_dir": str(synthetic_root), "image_size": 32, "weights": "none",
+        "head_epochs": 1, "finetune_epochs": 1, "batch_size": 16, "augment": "none"},
+        run_dir=str(tmp_path / "run"))
+    result = experiment.run(p)
+    phases = train.phase_table(result.folder)
+    assert list(phases.index) == ["head", "finetune"]
+    assert phases.loc["head", "trainable layers"] < phases.loc["finetune", "trainable layers"]
+    assert list(result.history["phase"]) == ["head", "finetune"]
+    assert (result.folder / "model.keras").exists()
+    assert set(result.predictions) == {"val", "test"}
+    assert p.run.predictions("convnext_tiny-nickparvar", "test").exists()
+    assert result.versus_published().loc["accuracy", "published: convnext_tiny"] == 0.9908

@@ -1,4 +1,5 @@
-"""The papermill runner: parameter resolution, failure reporting and resuming."""
+"""The papermill runner and the profiles: parameter resolution and checks, failure
+reporting, resuming, provenance."""
 
 import json
 
@@ -6,13 +7,16 @@ import nbformat
 import pytest
 import yaml
 
-from brainmri import paths, pipeline, profiles
-from brainmri.errors import BrainMRIError, ProfileError
+from brainmri.core import paths
+from brainmri.core.errors import BrainMRIError, ProfileError
+from brainmri.report import notebook, profiles, runner
+
+PARAMS_CELL = "params = {}\nrun_dir = None"
 
 
-def _notebook(path, params_src, body_src):
+def _notebook(path, body_src):
     cells = [nbformat.v4.new_markdown_cell("# Test notebook"),
-             nbformat.v4.new_code_cell(params_src), nbformat.v4.new_code_cell(body_src)]
+             nbformat.v4.new_code_cell(PARAMS_CELL), nbformat.v4.new_code_cell(body_src)]
     cells[1].metadata["tags"] = ["parameters"]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -20,53 +24,122 @@ def _notebook(path, params_src, body_src):
     nbformat.write(nb, path)
 
 
+WRITE_FIRST = ("from brainmri.report import notebook\n"
+               "p = notebook.setup('01_first', params, run_dir)\n"
+               "import json\n"
+               "(p.run.root / 'first.json').write_text(json.dumps({'size': p.size,"
+               " 'dataset': p.dataset}))")
+SECOND = ("from brainmri.report import notebook\n"
+          "p = notebook.setup('02_second', params, run_dir)\n"
+          "if p.fail:\n    raise ValueError('planted failure')\n"
+          "(p.run.root / 'second.txt').write_text('ok')")
+
+BASE = {
+    "description": "test base",
+    "shared": {"data": {"dataset": "sartaj", "seed": 42}},
+    "chapters": {
+        "01_first": {"shared": ["data"], "params": {"size": 1}},
+        "02_second": {"shared": [], "params": {"fail": False}},
+    },
+    "series": [{"notebook": "01_first"}, {"notebook": "02_second"}],
+    "rules": {"choices": {"dataset": ["sartaj", "nickparvar"]}, "ranges": {"size": [1, 100]}},
+}
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
+    """A project of two tiny notebooks, a base.yaml and a `test` profile writer."""
     nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
     nbdir.mkdir()
     pdir.mkdir()
     monkeypatch.setattr(paths, "notebooks_dir", lambda: nbdir)
-    monkeypatch.setattr(paths, "params_dir", lambda: pdir)
-    _notebook(nbdir / "01_first.ipynb", "size = 1\nrun_dir = None",
-              "import pathlib, json\n"
-              "pathlib.Path(run_dir, 'first.json').write_text(json.dumps({'size': size}))")
-    _notebook(nbdir / "02_second.ipynb", "fail = False\nrun_dir = None",
-              "x = 1\nif fail:\n    raise ValueError('planted failure')\n"
-              "pathlib = __import__('pathlib')\npathlib.Path(run_dir, 'second.txt').write_text('ok')")
+    monkeypatch.setenv("BRAIN_MRI_PARAMS", str(pdir))  # the notebooks' kernels read it too
+    monkeypatch.setattr(runner, "_check_data", lambda resolved: {})
+    _notebook(nbdir / "01_first.ipynb", WRITE_FIRST)
+    _notebook(nbdir / "02_second.ipynb", SECOND)
+    (pdir / "base.yaml").write_text(yaml.safe_dump(BASE))
 
-    def write_profile(defaults, series):
-        (pdir / "test.yaml").write_text(yaml.safe_dump({"defaults": defaults,
-                                                         "series": series}))
+    def write_profile(**sections):
+        (pdir / "test.yaml").write_text(yaml.safe_dump({"description": "t", **sections}))
+    write_profile()
     return tmp_path, write_profile
 
 
-def test_parameters_flow_from_profile_to_notebook(project):
+def _first(run_dir):
+    return json.loads((run_dir / "first.json").read_text())
+
+
+def test_parameters_flow_from_base_and_profile_to_the_notebook(project):
     root, write_profile = project
-    write_profile({"size": 7, "not_declared_anywhere": 1},
-                  [{"notebook": "01_first"}, {"notebook": "02_second"}])
-    run_dir = pipeline.run("test", results_root=root / "results")
-    assert json.loads((run_dir / "first.json").read_text()) == {"size": 7}
+    write_profile(chapters={"01_first": {"size": 7}})
+    run_dir = runner.run("test", results_root=root / "results")
+    assert _first(run_dir) == {"size": 7, "dataset": "sartaj"}
     executed = nbformat.read(run_dir / "notebooks" / "01_first.ipynb", 4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert "size = 7" in injected[0].source and "not_declared" not in injected[0].source
+    assert '"size": 7' in injected[0].source and str(root) in injected[0].source
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["profile"] == "test" and set(env["wall_time_s"]) == {"01_first", "02_second"}
     assert "keras" in env["packages"]
+    recorded = yaml.safe_load((run_dir / "params.yaml").read_text())
+    assert recorded["steps"]["01_first"]["size"] == 7
 
 
-def test_step_override_of_undeclared_parameter_is_an_error(project):
-    root, write_profile = project
-    write_profile({}, [{"notebook": "01_first", "params": {"sise": 3}}])
+def test_a_notebook_opened_by_hand_gets_base_defaults(project):
+    assert notebook.parameters("01_first") == {"dataset": "sartaj", "seed": 42, "size": 1}
     with pytest.raises(ProfileError, match="sise"):
-        pipeline.run("test", results_root=root / "results")
+        notebook.parameters("01_first", {"sise": 3})
+
+
+@pytest.mark.parametrize("sections,match", [
+    ({"chapters": {"01_first": {"sise": 3}}}, "sise"),
+    ({"shared": {"dat": {"seed": 1}}}, "dat"),
+    ({"steps": {"03_third": {"size": 2}}}, "03_third"),
+    ({"chapters": {"01_first": {"size": "big"}}}, "expected int"),
+    ({"chapters": {"01_first": {"size": 500}}}, r"must lie in \[1, 100\]"),
+    ({"shared": {"data": {"dataset": "brats"}}}, "allowed values are sartaj, nickparvar"),
+])
+def test_profile_typos_and_bad_values_are_errors(project, sections, match):
+    root, write_profile = project
+    write_profile(**sections)
+    with pytest.raises(ProfileError, match=match):
+        runner.run("test", results_root=root / "results")
+
+
+@pytest.mark.parametrize("sets,match", [
+    (["sizez=3"], "--set sizez: no step of this run takes"),
+    (["size=abc"], "expected int"),
+    (["size=-1"], "must lie in"),
+    (["seed=1.5"], "expected int"),
+])
+def test_command_line_overrides_are_checked_before_anything_runs(project, capsys, sets, match):
+    root, _ = project
+    args = ["run", "--profile", "test", "--results-dir", str(root / "r")]
+    for item in sets:
+        args += ["--set", item]
+    from brainmri import cli
+
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert match in err or __import__("re").search(match, err), err
+    assert not (root / "r" / "test" / "notebooks" / "01_first.ipynb").exists()
+
+
+def test_dataset_option_sets_only_the_default(project):
+    """`--dataset` changes the shared default; a step that names its dataset keeps it."""
+    root, write_profile = project
+    write_profile(steps={"01_first": {"dataset": "sartaj"}})
+    run_dir = runner.run("test", results_root=root / "results", dataset="nickparvar")
+    assert _first(run_dir)["dataset"] == "sartaj"
+    write_profile()
+    run_dir = runner.run("test", results_root=root / "results", dataset="nickparvar")
+    assert _first(run_dir)["dataset"] == "nickparvar"
 
 
 def test_failure_names_notebook_and_cell_then_resume(project, capsys):
     root, write_profile = project
-    write_profile({}, [{"notebook": "01_first"},
-                       {"notebook": "02_second", "params": {"fail": True}}])
+    write_profile(chapters={"02_second": {"fail": True}})
     with pytest.raises(BrainMRIError) as info:
-        pipeline.run("test", results_root=root / "results")
+        runner.run("test", results_root=root / "results")
     message = str(info.value)
     assert "02_second.ipynb" in message and "cell" in message
     assert "ValueError: planted failure" in message
@@ -76,29 +149,86 @@ def test_failure_names_notebook_and_cell_then_resume(project, capsys):
                for o in c.get("outputs", []))
     first_mtime = (run_dir / "notebooks" / "01_first.ipynb").stat().st_mtime_ns
 
-    write_profile({}, [{"notebook": "01_first"},
-                       {"notebook": "02_second", "params": {"fail": False}}])
-    pipeline.run("test", results_root=root / "results")
+    write_profile()
+    runner.run("test", results_root=root / "results")
     out = capsys.readouterr().out
     assert "01_first: unchanged since last run, skipped" in out
     assert (run_dir / "notebooks" / "01_first.ipynb").stat().st_mtime_ns == first_mtime
     assert (run_dir / "second.txt").read_text() == "ok"
 
 
-def test_cli_exit_code_and_message(project, capsys):
+def test_partial_runs_accumulate_provenance(project):
+    """`--only` reruns its steps and keeps every other step's parameters, status and
+    data fingerprints; each step records the library hash and revision it ran with."""
     root, write_profile = project
-    write_profile({}, [{"notebook": "02_second", "params": {"fail": True}}])
-    code = pipeline.main(["--profile", "test", "--results-dir", str(root / "r")])
-    assert code == 1
+    runner.run("test", results_root=root / "results")
+    run_dir = root / "results" / "test"
+    env = json.loads((run_dir / "environment.json").read_text())
+    env["datasets"] = {"sartaj": {"path": "x", "fingerprint": "f" * 16}}
+    (run_dir / "environment.json").write_text(json.dumps(env))
+    write_profile(chapters={"02_second": {"fail": False}, "01_first": {"size": 3}})
+    runner.run("test", only="02", results_root=root / "results")
+    recorded = yaml.safe_load((run_dir / "params.yaml").read_text())
+    assert set(recorded["steps"]) == {"01_first", "02_second"}
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["datasets"]["sartaj"]["fingerprint"] == "f" * 16
+    state = json.loads((run_dir / "state.json").read_text())
+    assert {s["library"] for s in state.values()} == {runner.library_hash()}
+    assert all("revision" in s for s in state.values())
+
+
+def test_cli_exit_code_and_message(project, capsys):
+    from brainmri import cli
+
+    root, write_profile = project
+    write_profile(chapters={"02_second": {"fail": True}})
+    assert cli.main(["run", "--profile", "test", "--results-dir", str(root / "r")]) == 1
     assert "error: notebook 02_second.ipynb" in capsys.readouterr().err
 
 
 def test_unknown_profile_lists_available(project):
-    root, write_profile = project
-    write_profile({}, [])
-    with pytest.raises(ProfileError, match="Available: test"):
+    with pytest.raises(ProfileError, match="Available: base, test"):
         profiles.load_profile("nope")
 
+
+def test_unavailable_weights_skip_the_step_and_the_series_goes_on(project, capsys):
+    root, write_profile = project
+    _notebook(root / "notebooks" / "02_second.ipynb",
+              "from brainmri.report import notebook\n"
+              "p = notebook.setup('02_second', params, run_dir)\n"
+              "from brainmri.core.errors import WeightsUnavailableError\n"
+              "print('Downloading data from https://example.org/w.h5: 0 bytes')\n"
+              "raise WeightsUnavailableError('skipped: ImageNet weights unavailable. Fix: copy "
+              "the file')")
+    nb = nbformat.read(root / "notebooks" / "02_second.ipynb", 4)
+    nb.cells.append(nbformat.v4.new_code_cell("never = 'runs'"))
+    nbformat.write(nb, root / "notebooks" / "02_second.ipynb")
+    write_profile(series=[{"notebook": "02_second"}, {"notebook": "01_first"}])
+    run_dir = runner.run("test", results_root=root / "results")
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["02_second"]["status"] == "skipped"
+    assert state["01_first"]["status"] == "ok"
+    executed = nbformat.read(run_dir / "notebooks" / "02_second.ipynb", 4)
+    assert executed.cells[-1].source.startswith("> **Skipped.**")
+    assert "ImageNet weights unavailable" in executed.cells[-1].source
+    assert not any("never" in c.source for c in executed.cells)
+    assert not any("papermill-error-cell-tag" in c.metadata.get("tags", [])
+                   for c in executed.cells)
+    assert "02_second: skipped (skipped: ImageNet weights unavailable" in capsys.readouterr().out
+
+
+def test_project_errors_reach_the_failure_message(project):
+    root, _ = project
+    _notebook(root / "notebooks" / "02_second.ipynb",
+              "from brainmri.report import notebook\n"
+              "p = notebook.setup('02_second', params, run_dir)\n"
+              "from brainmri.core.errors import DatasetNotFoundError\n"
+              "raise DatasetNotFoundError('Dataset missing. Set BRAIN_MRI_DATA')")
+    with pytest.raises(BrainMRIError, match="DatasetNotFoundError: Dataset missing"):
+        runner.run("test", results_root=root / "results")
+
+
+# --- the project's own notebooks and profiles ---------------------------------------------
 
 def test_every_project_notebook_has_one_parameters_cell_and_no_outputs():
     notebooks = sorted(paths.notebooks_dir().glob("*.ipynb"))
@@ -111,46 +241,25 @@ def test_every_project_notebook_has_one_parameters_cell_and_no_outputs():
         assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
 
 
-def test_project_profiles_resolve_against_their_notebooks():
-    for name in ("quick", "full"):
-        profile = profiles.load_profile(name)
-        for step in profile.steps:
-            assert step.source.exists(), f"{name}: {step.source} missing"
-            params = profiles.resolve(profile, step, profiles.declared_parameters(step.source))
-            assert params.get("seed", 42) is not None
+@pytest.mark.parametrize("name", ["base", "quick", "full", "reference"])
+def test_project_profiles_resolve_for_every_step(name):
+    profile = profiles.load_profile(name)
+    base = profiles.load_profile("base")
+    notebooks = {p.stem for p in paths.notebooks_dir().glob("*.ipynb")}
+    assert {s.notebook for s in profile.steps} == notebooks
+    for step in profile.steps:
+        params = profile.resolve(step)
+        assert set(params) == set(base.declared(step.notebook)), step.name
+        # every value is acceptable to the rules of base.yaml
+        profiles.check_values(profile, params, f"{name}/{step.name}")
+    assert profile.resolve(next(s for s in profile.steps
+                                if s.name == "08b_compact_cnn-nickparvar"))["dataset"] \
+        == "nickparvar"
 
 
-def test_unavailable_weights_skip_the_step_and_the_series_goes_on(project, capsys):
-    root, write_profile = project
-    _notebook(root / "notebooks" / "03_transfer.ipynb", "run_dir = None",
-              "from brainmri import notebook\nnotebook.setup(run_dir)\n"
-              "from brainmri.errors import WeightsUnavailableError\n"
-              "print('Downloading data from https://example.org/w.h5: 0 bytes')\n"
-              "raise WeightsUnavailableError('skipped: ImageNet weights unavailable. Fix: copy "
-              "the file')")
-    nb = nbformat.read(root / "notebooks" / "03_transfer.ipynb", 4)
-    nb.cells.append(nbformat.v4.new_code_cell("never = 'runs'"))
-    nbformat.write(nb, root / "notebooks" / "03_transfer.ipynb")
-    write_profile({}, [{"notebook": "03_transfer"}, {"notebook": "01_first"}])
-    run_dir = pipeline.run("test", results_root=root / "results")
-    state = json.loads((run_dir / "state.json").read_text())
-    assert state["03_transfer"]["status"] == "skipped"
-    assert state["01_first"]["status"] == "ok"
-    executed = nbformat.read(run_dir / "notebooks" / "03_transfer.ipynb", 4)
-    assert executed.cells[-1].source.startswith("> **Skipped.**")
-    assert "ImageNet weights unavailable" in executed.cells[-1].source
-    assert not any("never" in c.source for c in executed.cells)
-    assert not any("papermill-error-cell-tag" in c.metadata.get("tags", [])
-                   for c in executed.cells)
-    assert "03_transfer: skipped (skipped: ImageNet weights unavailable" in capsys.readouterr().out
-
-
-def test_project_errors_reach_the_failure_message(project):
-    root, write_profile = project
-    _notebook(root / "notebooks" / "04_nodata.ipynb", "run_dir = None",
-              "from brainmri import notebook\nnotebook.setup(run_dir)\n"
-              "from brainmri.errors import DatasetNotFoundError\n"
-              "raise DatasetNotFoundError('Dataset missing. Set BRAIN_MRI_DATA')")
-    write_profile({}, [{"notebook": "04_nodata"}])
-    with pytest.raises(BrainMRIError, match="DatasetNotFoundError: Dataset missing"):
-        pipeline.run("test", results_root=root / "results")
+def test_reference_profile_ships_the_nickparvar_compact_model():
+    profile = profiles.load_profile("reference")
+    steps = {s.name: profile.resolve(s, dataset="sartaj") for s in profile.steps}
+    assert steps["08b_compact_cnn-nickparvar"]["export_to"] == "models/brainmri_compact.keras"
+    assert steps["08b_compact_cnn-nickparvar"]["dataset"] == "nickparvar"  # --dataset lost
+    assert steps["08b_compact_cnn"]["export_to"] is None

@@ -82,7 +82,7 @@ def test_shipped_model_is_the_default_and_classifies_a_mixed_folder(tmp_path, tr
 
     import keras
 
-    from brainmri.predict import default_model
+    from brainmri.modeling.inference import default_model
 
     _, _, data_root = trained_run
     shipped = default_model()

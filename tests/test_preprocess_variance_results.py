@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainmri import results, variance
-from brainmri.preprocess import PixelSpec, load_pixels, normalize
+from brainmri.core import files as results
+from brainmri.data.pixels import PixelSpec, load_pixels, normalize
+from brainmri.evaluation import variance
 
 
 def test_normalisations():
@@ -26,15 +27,22 @@ def test_normalisations():
         normalize(x, "zscore")
 
 
-def test_pixels_are_cached_and_keyed_by_settings(synthetic_root):
+def test_pixels_are_cached_and_keyed_by_settings(synthetic_root, monkeypatch):
+    """Files are decoded once per setting: the second call decodes nothing."""
+    from brainmri.data import pixels
+
+    decoded = []
+    real_load = pixels.load_file
+    monkeypatch.setattr(pixels, "load_file",
+                        lambda path, spec: decoded.append(path) or real_load(path, spec))
     root = synthetic_root / "brain-tumor-classification-mri"
     files = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*.jpg"))][:5]
-    a = load_pixels(root, files, PixelSpec(24, "grayscale"))
-    assert a.shape == (5, 24, 24, 1) and a.dtype == np.uint8
-    b = load_pixels(root, files, PixelSpec(24, "grayscale"))
-    assert np.array_equal(a, b)
-    c = load_pixels(root, files, PixelSpec(24, "rgb"))
-    assert c.shape == (5, 24, 24, 3)
+    a = load_pixels(root, files, PixelSpec(24, "grayscale", "area"))
+    assert a.shape == (5, 24, 24, 1) and a.dtype == np.uint8 and len(decoded) == 5
+    b = load_pixels(root, files, PixelSpec(24, "grayscale", "area"))
+    assert np.array_equal(a, b) and len(decoded) == 5
+    c = load_pixels(root, files, PixelSpec(24, "rgb", "area"))
+    assert c.shape == (5, 24, 24, 3) and len(decoded) == 10
     assert np.allclose(c.mean(-1), a[..., 0], atol=2)  # grey images: channels agree
 
 
@@ -56,10 +64,9 @@ def test_variance_matches_hand_computation():
 def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
     target = tmp_path / "metrics.csv"
     results.atomic_write_csv(pd.DataFrame({"a": [1]}), target)
-    with pytest.raises(RuntimeError):
-        with results.atomic_path(target) as tmp:
-            tmp.write_text("partial")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), results.atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("killed")
     assert pd.read_csv(target)["a"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 

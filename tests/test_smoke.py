@@ -5,6 +5,7 @@ import json
 import nbformat
 import pandas as pd
 import pytest
+
 from conftest import _digest
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def test_raw_data_is_byte_identical_after_the_run(quick_run):
 
 
 def test_book_builds_with_every_toc_page(built_book):
-    from brainmri.book import toc_notebooks
+    from brainmri.report.book import toc_notebooks
 
     assert (built_book / "index.html").exists()
     for stem in toc_notebooks():

@@ -1,22 +1,23 @@
 """brainmri: a reproducible report on brain MRI tumour classification.
 
-The package holds every reusable line of the report; the notebooks under
-``notebooks/`` only narrate and call it. Modules, one job each:
+Every reusable line of the report lives here; the notebooks under ``notebooks/`` only
+narrate and call it. The subpackages are the stages of the work, and imports point one
+way, from later stages to earlier ones::
 
-``datasets``   where the two Kaggle datasets live and how to fetch them
-``images``     decoding any image file into pixels, or a reason why not
-``inventory``  the list of files of a dataset, with what is wrong with the bad ones
-``splits``     train / validation / test assignment
-``preprocess`` resizing, caching and normalising pixels
-``tfdata``     tf.data input pipelines and augmentation
-``variance``   the report's variance analysis
-``results``    the run folder and atomic writes
-``plots``      figures shared by the notebooks
-``pipeline``   running the notebook series with papermill
-``book``       staging a run's notebooks and building the Jupyter Book
+    core        foundations every stage uses: errors, project paths, atomic files,
+                the cache rule, the run folder's layout, progress bars
+    data        getting and reading data: sources, images, inventory, splits, pixels,
+                tf.data inputs, duplicates
+    modeling    building, training, saving and running models
+    evaluation  scoring what models predicted: predictions files, metrics, the
+                benchmark, explanations, the variance analysis
+    report      turning all of it into the report: profiles, the papermill runner, the
+                model-chapter experiment, figures, the book, generated tables
+
+``brainmri.cli`` is the one command line (``brainmri run|book|predict|data|...``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Canonical class names, in the order used for every probability column.
 CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "no_tumor", "pituitary")

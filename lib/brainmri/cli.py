@@ -1,33 +1,48 @@
-"""The ``brainmri`` command line: ``brainmri predict PATH... [--model FILE] [--csv OUT]``."""
+"""The ``brainmri`` command line, one verb per job:
+
+- ``brainmri run``         run the notebook series with papermill (a profile of params/)
+- ``brainmri book``        build the Jupyter Book from one run's executed notebooks
+- ``brainmri predict``     classify image files or folders with a saved model
+- ``brainmri data``        find (``where``) or download (``fetch``) the datasets
+- ``brainmri throughput``  training throughput on real vs synthetic batches
+- ``brainmri tables``      regenerate README.md's and the model card's results tables
+
+Errors the user can act on are printed as one message (exit code 1 or 2), never as a
+traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
 def _predict(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .models import load_saved
-    from .predict import collect, default_model, predict_files
-    from .results import atomic_write_csv
+    from brainmri.core.files import atomic_write_csv
+    from brainmri.modeling.inference import collect, default_model, predict_files
+    from brainmri.modeling.saved import load_saved
 
     model_path = Path(args.model) if args.model else default_model()
     if not model_path.exists():
-        print(f"error: model file {model_path} not found. Pass --model FILE (a .keras file "
-              f"saved by the series, with its model.json beside it).", file=sys.stderr)
+        _err(f"model file {model_path} not found. Pass --model FILE (a .keras file saved by "
+             f"the series, with its model.json beside it).")
         return 2
     files = collect(args.paths)
     missing = [p for p in files if not p.exists()]
     if not files:
-        print("error: no files found in the given paths.", file=sys.stderr)
+        _err("no files found in the given paths.")
         return 2
     model, metadata = load_saved(model_path)
     if not metadata:
-        print(f"error: {model_path.with_name('model.json')} is missing; it records the input "
-              f"size and normalisation the model expects.", file=sys.stderr)
+        _err(f"{model_path.with_name('model.json')} is missing; it records the input size "
+             f"and normalisation the model expects.")
         return 2
     table = predict_files(files, model, metadata, args.batch_size,
                           show_progress=not args.quiet and len(files) > 1)
@@ -46,20 +61,117 @@ def _predict(args) -> int:
     return 0 if read else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="brainmri", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _run(args) -> int:
+    from brainmri.report import runner
+
+    return runner.main(args)
+
+
+def _book(args) -> int:
+    from brainmri.report.book import build
+
+    build(args.run, Path(args.results_dir) if args.results_dir else None,
+          strict=not args.no_strict)
+    return 0
+
+
+def _data(args) -> int:
+    from brainmri.core.errors import DatasetNotFoundError
+    from brainmri.data.sources import DATASETS, locate
+
+    status = 0
+    for name in list(DATASETS) if args.dataset == "all" else [args.dataset]:
+        try:
+            print(f"{name}: {locate(name, args.data_dir, download=args.action == 'fetch')}")
+        except DatasetNotFoundError as exc:
+            _err(str(exc))
+            status = 2
+    return status
+
+
+def _throughput(args) -> int:
+    from brainmri.modeling import throughput
+    from brainmri.report.profiles import chapter_defaults
+
+    settings = chapter_defaults(throughput.CHAPTER)
+    settings.update({k: v for k, v in (("dataset", args.dataset), ("data_dir", args.data_dir),
+                                       ("image_size", args.image_size),
+                                       ("batch_size", args.batch_size),
+                                       ("augment", args.augment)) if v is not None})
+    result = throughput.run(settings, args.steps, args.warmup)
+    print(json.dumps(result, indent=2))
+    print(f"real data: {result['real_img_per_s']} img/s, synthetic: "
+          f"{result['synthetic_img_per_s']} img/s, ratio {result['ratio_real_over_synthetic']}")
+    return 0
+
+
+def _tables(args) -> int:
+    from brainmri.report.tables import update_all
+
+    for path in update_all(args.run):
+        print(f"{path.name} updated from results/{args.run}/metrics.csv")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="brainmri", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the notebook series with papermill")
+    from brainmri.report.runner import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("book", help="build the book from a run's executed notebooks")
+    p.add_argument("--run", default="quick", help="results/<run> to show")
+    p.add_argument("--results-dir", default=None, help="parent of run folders")
+    p.add_argument("--no-strict", action="store_true", help="do not fail on warnings")
+    p.set_defaults(func=_book)
+
     p = sub.add_parser("predict", help="classify image files or folders (searched recursively)")
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--model", help="a .keras file saved by the series (default: the shipped model)")
     p.add_argument("--csv", help="write the table to this CSV file")
     p.add_argument("--print", action="store_true", help="print the table even with --csv")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    if args.command == "predict":
-        return _predict(args)
-    return 2
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("data", help="find or download the datasets")
+    p.add_argument("action", choices=["fetch", "where"])
+    p.add_argument("--dataset", default="all", help="sartaj, nickparvar or all")
+    p.add_argument("--data-dir", default=None, help="a folder holding the dataset folders")
+    p.set_defaults(func=_data)
+
+    p = sub.add_parser("throughput", help="training throughput, real vs synthetic batches "
+                                          "(defaults: the ReLU CNN chapter's settings)")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--augment", default=None, help="none or basic (the 06 pipeline)")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing)")
+    p.set_defaults(func=_throughput)
+
+    p = sub.add_parser("tables", help="regenerate the README and model-card results tables")
+    p.add_argument("--run", default="reference")
+    p.set_defaults(func=_tables)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from brainmri.core.errors import BrainMRIError
+
+    try:
+        return args.func(args)
+    except BrainMRIError as exc:
+        _err(str(exc))
+        return 1
 
 
 if __name__ == "__main__":

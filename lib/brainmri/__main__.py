@@ -1,0 +1,5 @@
+"""``python -m brainmri``: the same as the ``brainmri`` command."""
+
+from brainmri.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The run folder, ``results/<run>/``: every file a run writes is named here, once.
+
+Notebooks write into it, the benchmark and the book read from it, and tests check it;
+they all go through :class:`RunFolder` instead of agreeing on string literals.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from brainmri.core import paths
+
+#: Where a notebook opened by hand (not by the runner) writes.
+INTERACTIVE = "interactive"
+
+
+def model_tag(model_name: str, dataset: str) -> str:
+    """How one trained model is named in file names: ``<model>-<training dataset>``."""
+    return f"{model_name}-{dataset}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @classmethod
+    def named(cls, run: str = INTERACTIVE, results_root: Path | None = None) -> RunFolder:
+        return cls((results_root or paths.results_root()) / run)
+
+    @classmethod
+    def at(cls, run_dir: str | Path | None) -> RunFolder:
+        """The runner's folder when it passes one, else ``results/interactive``. Relative
+        paths are taken from the project root, so executed notebooks never carry an
+        absolute path of the machine that ran them."""
+        if run_dir is None:
+            return cls.named(INTERACTIVE)
+        path = Path(run_dir)
+        return cls(path if path.is_absolute() else paths.project_root() / path)
+
+    def create(self) -> RunFolder:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # --- provenance, written by the runner ---------------------------------------
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def environment(self) -> Path:
+        return self.root / "environment.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    # --- data chapters -------------------------------------------------------------
+    @property
+    def split_counts(self) -> Path:
+        return self.root / "split_counts.csv"
+
+    @property
+    def skipped(self) -> Path:
+        return self.root / "skipped.csv"
+
+    @property
+    def variance(self) -> Path:
+        return self.root / "variance.json"
+
+    @property
+    def leakage(self) -> Path:
+        return self.root / "leakage.json"
+
+    def test_with_copy(self, dataset: str) -> Path:
+        """Test images of ``dataset`` with a copy in its own Training folder."""
+        return self.root / "duplicates" / f"{dataset}_test_with_copy.csv"
+
+    def overlap(self, a: str, b: str) -> Path:
+        """Image pairs shared by datasets ``a`` and ``b`` (columns ``<a>_path``, ``<b>_path``)."""
+        first, second = sorted((a, b))
+        return self.root / "duplicates" / f"{first}_{second}_overlap.csv"
+
+    # --- models and their predictions -------------------------------------------------
+    def model_dir(self, tag: str) -> Path:
+        return self.root / "models" / tag
+
+    def predictions(self, tag: str, split: str) -> Path:
+        return self.root / "predictions" / f"{tag}_{split}.csv"
+
+    def prediction_files(self) -> dict[tuple[str, str], Path]:
+        """{(tag, split): file} of every predictions file of the run."""
+        out = {}
+        for path in sorted((self.root / "predictions").glob("*_*.csv")):
+            tag, split = path.stem.rsplit("_", 1)
+            out[(tag, split)] = path
+        return out
+
+    def saved_models(self, names: list[str] | None = None) -> dict[str, Path]:
+        """{tag: folder} of the models the run saved (optionally only these model names)."""
+        out = {}
+        for meta in sorted((self.root / "models").glob("*/model.json")):
+            if names is None or json.loads(meta.read_text()).get("model") in names:
+                out[meta.parent.name] = meta.parent
+        return out
+
+    # --- evaluation chapters -----------------------------------------------------------
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def xai(self) -> Path:
+        return self.root / "xai_faithfulness.csv"

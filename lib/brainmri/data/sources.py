@@ -1,0 +1,220 @@
+"""The two public datasets: where they live on disk, and how to fetch them.
+
+A dataset is found, in this order:
+
+1. an explicit ``data_dir`` (a folder of dataset folders, or one dataset folder);
+2. the ``BRAIN_MRI_DATA`` environment variable (a folder of dataset folders);
+3. ``data/raw/<folder>`` inside the project;
+4. a download with kagglehub (plus, for Sartaj, the public GitHub archive), linked
+   into ``data/raw/`` so that step 3 finds it next time.
+
+Dataset folders are read-only for the project: nothing is ever written into them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from brainmri.core import cache, paths
+from brainmri.core.errors import DatasetNotFoundError
+from brainmri.core.files import atomic_write_text
+
+ENV_VAR = "BRAIN_MRI_DATA"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    folder: str  # folder name under BRAIN_MRI_DATA or data/raw
+    kaggle: str  # kagglehub handle
+    class_folders: dict[str, str]  # on-disk class folder -> canonical class name
+    citation_key: str
+    archive_url: str | None = None  # fallback download when Kaggle is unavailable
+    split_folders: dict[str, str] = field(
+        default_factory=lambda: {"Training": "train", "Testing": "test"}
+    )
+    note: str = ""
+
+    @property
+    def kaggle_url(self) -> str:
+        return f"https://www.kaggle.com/datasets/{self.kaggle}"
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "sartaj": DatasetSpec(
+        name="sartaj",
+        folder="brain-tumor-classification-mri",
+        kaggle="sartajbhuvaji/brain-tumor-classification-mri",
+        class_folders={
+            "glioma_tumor": "glioma",
+            "meningioma_tumor": "meningioma",
+            "no_tumor": "no_tumor",
+            "pituitary_tumor": "pituitary",
+        },
+        citation_key="bhuvaji2020",
+        archive_url=(
+            "https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataSet"
+            "/archive/refs/heads/master.zip"
+        ),
+    ),
+    "nickparvar": DatasetSpec(
+        name="nickparvar",
+        folder="brain-tumor-mri-dataset",
+        kaggle="masoudnickparvar/brain-tumor-mri-dataset",
+        class_folders={
+            "glioma": "glioma",
+            "meningioma": "meningioma",
+            "notumor": "no_tumor",
+            "pituitary": "pituitary",
+        },
+        citation_key="nickparvar2021",
+        note=(
+            "The Kaggle release has 7,023 images; the offline copy used for the reference "
+            "run lacks 4 no-tumour training images (7,019)."
+        ),
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DatasetNotFoundError(
+            f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}."
+        ) from None
+
+
+def _looks_like_dataset(folder: Path, spec: DatasetSpec) -> bool:
+    """True when ``folder`` holds the Training/Testing layout with this dataset's classes."""
+    for split in spec.split_folders:
+        split_dir = folder / split
+        if not split_dir.is_dir():
+            return False
+        if not any((split_dir / c).is_dir() for c in spec.class_folders):
+            return False
+    return True
+
+
+def _candidates(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
+    """Where to look. An explicit ``data_dir`` is the only place looked at: a wrong explicit
+    location must be an error, not silently replaced by another copy."""
+    if data_dir:
+        base = Path(data_dir).expanduser()
+        return [("data_dir parameter", base / spec.folder), ("data_dir parameter", base)]
+    found: list[tuple[str, Path]] = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        found.append((f"${ENV_VAR}", Path(env).expanduser() / spec.folder))
+    found.append(("data/raw", paths.data_dir() / "raw" / spec.folder))
+    return found
+
+
+def _not_found_message(spec: DatasetSpec, tried: list[tuple[str, Path]], why: str) -> str:
+    lines = [
+        f"Dataset {spec.name!r} was not found and could not be downloaded ({why}).",
+        "Looked in:",
+        *[f"  - {p} (from {src})" for src, p in tried],
+        "Fix it in one of these ways:",
+        f"  1. export {ENV_VAR}=/path/to/folder  where /path/to/folder/{spec.folder}/"
+        "{Training,Testing}/ exist;",
+        f"  2. download {spec.kaggle_url} by hand and unzip it into "
+        f"data/raw/{spec.folder}/ (so that data/raw/{spec.folder}/Training exists);",
+        "  3. give Kaggle access (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY) "
+        "and rerun: it is then downloaded with kagglehub.",
+    ]
+    if spec.archive_url:
+        lines.append(f"  4. or unzip {spec.archive_url} into data/raw/{spec.folder}/.")
+    return "\n".join(lines)
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Return the folder holding ``Training/`` and ``Testing/`` for dataset ``name``."""
+    spec = get_spec(name)
+    tried = _candidates(spec, data_dir)
+    for _, path in tried:
+        if _looks_like_dataset(path, spec):
+            return path.resolve()
+    if data_dir:
+        why = (f"data_dir={str(data_dir)!r} does not exist" if not Path(data_dir).expanduser()
+               .exists() else f"data_dir={str(data_dir)!r} holds no {spec.folder}/Training "
+               "layout")
+        raise DatasetNotFoundError(_not_found_message(spec, tried, why))
+    if not download:
+        raise DatasetNotFoundError(_not_found_message(spec, tried, "downloads disabled"))
+    return _download(spec, tried)
+
+
+def _find_layout(root: Path, spec: DatasetSpec) -> Path | None:
+    """Downloads unpack with varying nesting; find the folder that has the layout."""
+    if _looks_like_dataset(root, spec):
+        return root
+    for sub in sorted(root.rglob("Training")):
+        if _looks_like_dataset(sub.parent, spec):
+            return sub.parent
+    return None
+
+
+def _link_into_raw(spec: DatasetSpec, source: Path) -> Path:
+    target = paths.data_dir() / "raw" / spec.folder
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or not target.exists():
+        if target.is_symlink():
+            target.unlink()
+        target.symlink_to(source, target_is_directory=True)
+    return target.resolve()
+
+
+def _download(spec: DatasetSpec, tried: list[tuple[str, Path]]) -> Path:
+    errors = []
+    try:
+        import kagglehub
+
+        print(f"Downloading {spec.kaggle} with kagglehub ...", file=sys.stderr)
+        root = _find_layout(Path(kagglehub.dataset_download(spec.kaggle)), spec)
+        if root is not None:
+            return _link_into_raw(spec, root)
+        errors.append("kagglehub download has no Training/Testing layout")
+    except Exception as exc:  # noqa: BLE001 - any failure means "try the next source"
+        errors.append(f"kagglehub: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    if spec.archive_url:
+        try:
+            import keras
+
+            print(f"Downloading {spec.archive_url} ...", file=sys.stderr)
+            downloads = paths.data_dir() / "raw" / "_downloads"
+            extracted = keras.utils.get_file(
+                fname=f"{spec.folder}.zip", origin=spec.archive_url, extract=True,
+                cache_dir=str(downloads), cache_subdir=spec.name,
+            )
+            root = _find_layout(Path(extracted).parent, spec) or _find_layout(
+                Path(extracted), spec)
+            if root is not None:
+                return _link_into_raw(spec, root)
+            errors.append("GitHub archive has no Training/Testing layout")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"GitHub archive: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]}")
+    raise DatasetNotFoundError(_not_found_message(spec, tried, "; ".join(errors)))
+
+
+def fingerprint(root: Path) -> str:
+    """A short hash of every file's relative path and bytes: two copies of a dataset with
+    the same fingerprint hold the same files, whatever their modification times. Hashing
+    the bytes takes seconds, so the result is cached under the file list's stamp."""
+    root = Path(root)
+    rel_paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    target = cache.cache_file("fingerprints", root.name,
+                              cache.stamp(root, rel_paths, "fingerprint-v2"), ".txt")
+    if target.exists():
+        return target.read_text().strip()
+    digest = hashlib.sha1()
+    for rel in rel_paths:
+        digest.update(f"{rel}\t{hashlib.md5((root / rel).read_bytes()).hexdigest()}\n".encode())
+    value = digest.hexdigest()[:16]
+    atomic_write_text(value + "\n", target)
+    return value

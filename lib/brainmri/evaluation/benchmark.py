@@ -1,0 +1,123 @@
+"""The benchmark table: every model's saved predictions, scored on every evaluation set.
+
+Evaluation sets:
+
+- ``test``: the official Testing folder of the dataset the model was trained on;
+- ``test_dedup``: the same without the test images that have a copy in Training
+  (found by the leakage audit, ``RunFolder.test_with_copy``);
+- ``external``: the *other* dataset's test set, when the model notebook predicted it,
+  minus the images the two datasets share (``RunFolder.overlap``).
+
+Thresholds and temperatures are always fitted on the model's validation predictions
+and applied unchanged to the evaluation sets.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+import pandas as pd
+
+from brainmri.core.runfolder import RunFolder
+from brainmri.evaluation import metrics
+from brainmri.evaluation.predictions import arrays, load_predictions
+
+COLUMNS = ["model", "dataset", "eval_set", "seed", "n", "accuracy", "loss", "precision_w",
+           "recall_w", "f1_w", "f1_macro", "f1_report", "auc_w", "fp", "fn",
+           "tumour_sensitivity", "tumour_specificity", "missed_tumours", "false_alarms",
+           "threshold", "tumour_sensitivity_thr", "tumour_specificity_thr",
+           "missed_tumours_thr", "false_alarms_thr", "ece", "ece_tempscaled", "temperature",
+           "acc_ci_low", "acc_ci_high", "f1_macro_ci_low", "f1_macro_ci_high",
+           "sens_ci_low", "sens_ci_high"]
+
+
+def _read_paths(path: Path, column: str) -> set[str]:
+    return set(pd.read_csv(path)[column]) if path.exists() else set()
+
+
+def eval_sets(run: RunFolder, predictions: dict) -> dict[tuple[str, str], pd.DataFrame]:
+    """{(tag, eval_set): predictions frame} for every model of the run."""
+    out = {}
+    for (tag, split), frame in predictions.items():
+        dataset = frame["dataset"].iloc[0]
+        if split == "test":
+            leaked = _read_paths(run.test_with_copy(dataset), "test_path")
+            out[(tag, "test")] = frame
+            if leaked:
+                out[(tag, "test_dedup")] = frame[~frame["path"].isin(leaked)]
+        elif split == "external":
+            other = frame["eval_dataset"].iloc[0]
+            shared = _read_paths(run.overlap(dataset, other), f"{other}_path")
+            out[(tag, "external")] = frame[~frame["path"].isin(shared)]
+    return out
+
+
+def score(val: pd.DataFrame, frame: pd.DataFrame, *, target_sensitivity: float,
+          n_bootstrap: int, seed: int, ece_bins: int) -> dict:
+    """One benchmark row: reading 1, reading 2 (argmax and validation threshold),
+    calibration before/after temperature scaling, bootstrap intervals."""
+    y, probs, logits = arrays(frame)
+    y_val, probs_val, logits_val = arrays(val)
+    row = metrics.global_metrics(y, probs)
+    row.update(metrics.tumour_vs_none(y, probs))
+    threshold = metrics.threshold_for_sensitivity(y_val, probs_val, target_sensitivity)
+    thresholded = metrics.tumour_vs_none(y, probs, threshold)
+    row.update({"threshold": threshold, **{f"{k}_thr": thresholded[k] for k in (
+        "tumour_sensitivity", "tumour_specificity", "missed_tumours", "false_alarms")}})
+    temperature = metrics.fit_temperature(logits_val, y_val)
+    row.update({"ece": metrics.ece(y, probs, ece_bins), "temperature": temperature,
+                "ece_tempscaled": metrics.ece(y, metrics.softmax(logits, temperature), ece_bins)})
+    for name, fn in (("acc", metrics.accuracy), ("f1_macro", metrics.macro_f1),
+                     ("sens", metrics.tumour_sensitivity)):
+        _, low, high = metrics.bootstrap_ci(y, probs, fn, n_resamples=n_bootstrap, seed=seed)
+        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
+    return row
+
+
+def benchmark(run: RunFolder, *, target_sensitivity: float, n_bootstrap: int, seed: int,
+              ece_bins: int, models: list[str] | None = None) -> pd.DataFrame:
+    """Score every model's predictions in ``run``; one row per (model tag, eval set)."""
+    predictions = load_predictions(run)
+    rows = []
+    for (tag, eval_set), frame in eval_sets(run, predictions).items():
+        model = frame["model"].iloc[0]
+        if models and model not in models or (tag, "val") not in predictions or frame.empty:
+            continue
+        row = score(predictions[(tag, "val")], frame, target_sensitivity=target_sensitivity,
+                    n_bootstrap=n_bootstrap, seed=seed, ece_bins=ece_bins)
+        rows.append({"tag": tag, "model": model, "dataset": frame["dataset"].iloc[0],
+                     "eval_set": eval_set, "seed": int(frame["seed"].iloc[0]), **row})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=["tag", *COLUMNS])
+    return table[["tag", *COLUMNS, *[c for c in table.columns
+                                     if c not in COLUMNS and c != "tag"]]]
+
+
+def mcnemar_table(run: RunFolder, eval_set: str = "test") -> pd.DataFrame:
+    """McNemar's test for every pair of models scored on the same test images."""
+    sets = eval_sets(run, load_predictions(run))
+    frames = {tag: f for (tag, s), f in sets.items() if s == eval_set}
+    rows = []
+    for (a, fa), (b, fb) in combinations(sorted(frames.items()), 2):
+        if fa["dataset"].iloc[0] != fb["dataset"].iloc[0]:
+            continue
+        merged = fa.merge(fb, on="path", suffixes=("_a", "_b"))
+        result = metrics.mcnemar((merged["prediction_a"] == merged["label_a"]).to_numpy(),
+                                 (merged["prediction_b"] == merged["label_b"]).to_numpy())
+        rows.append({"model_a": a, "model_b": b, "n": len(merged),
+                     "acc_a": float((merged["prediction_a"] == merged["label_a"]).mean()),
+                     "acc_b": float((merged["prediction_b"] == merged["label_b"]).mean()),
+                     **result})
+    return pd.DataFrame(rows)
+
+
+def seed_summary(table: pd.DataFrame, columns=("accuracy", "f1_macro", "tumour_sensitivity",
+                                               "ece")) -> pd.DataFrame:
+    """Mean and standard deviation over seeds, for models trained with several seeds."""
+    grouped = table.groupby(["model", "dataset", "eval_set"])
+    counts = grouped["seed"].nunique().rename("seeds")
+    stats = grouped[list(columns)].agg(["mean", "std"])
+    stats.columns = [f"{c}_{s}" for c, s in stats.columns]
+    return stats.join(counts)[lambda f: f["seeds"] > 1]

@@ -1,0 +1,199 @@
+"""The one training path every model uses: compile, fit with callbacks, keep the best.
+
+Callbacks: ReduceLROnPlateau (or a cosine schedule), EarlyStopping on validation loss
+with the best weights restored, a checkpoint of the best epoch (``best.keras``) and a
+CSV history that survives a crash. Each call is one *phase*; transfer models call it
+twice (head only, then fine-tuning) and the history continues across phases.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from brainmri.core.files import atomic_write_json
+from brainmri.core.progress import enabled as progress_enabled
+
+
+@dataclass
+class FitConfig:
+    """One training phase. The first three come from the chapter's parameters; the rest
+    default to "off" (a plain Adam run with ReduceLROnPlateau)."""
+
+    epochs: int
+    learning_rate: float
+    patience: int  # early stopping on validation loss
+    reduce_lr_patience: int = 2
+    reduce_lr_factor: float = 0.5
+    schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau) or "cosine"
+    warmup_epochs: int = 0  # cosine only
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0  # > 0 switches Adam to AdamW
+    jit_compile: bool | None = None  # None: XLA on GPUs only (on CPU it compiles slower
+    #                                  than it trains for the report's short runs)
+
+
+def _import_keras():
+    import keras
+
+    return keras
+
+
+def smoothed_sparse_ce(label_smoothing: float):
+    """Sparse categorical cross-entropy with label smoothing (Keras' sparse loss has none)."""
+    keras = _import_keras()
+
+    @keras.saving.register_keras_serializable(package="brainmri")
+    def sparse_ce_smoothed(y_true, y_pred):
+        import tensorflow as tf
+
+        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), tf.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, y_pred,
+                                                     label_smoothing=label_smoothing)
+
+    return sparse_ce_smoothed
+
+
+def compile_model(model, config: FitConfig, steps_per_epoch: int) -> None:
+    keras = _import_keras()
+    lr = config.learning_rate
+    if config.schedule == "cosine":
+        total = max(1, config.epochs * steps_per_epoch)
+        warmup = config.warmup_epochs * steps_per_epoch
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr if not warmup else lr * 0.1,
+            decay_steps=max(1, total - warmup), alpha=0.01,
+            warmup_target=lr if warmup else None, warmup_steps=warmup)
+    optimizer = (keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+                 if config.weight_decay else keras.optimizers.Adam(lr))
+    loss = (smoothed_sparse_ce(config.label_smoothing) if config.label_smoothing
+            else keras.losses.SparseCategoricalCrossentropy())
+    jit = config.jit_compile
+    if jit is None:
+        from brainmri.modeling.devices import describe
+
+        jit = "auto" if describe()["gpus"] else False
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit)
+
+
+class _EpochTimer:
+    """Adds wall seconds, images per second and the learning rate to each epoch's logs
+    (before CSVLogger writes them)."""
+
+    def __new__(cls, n_images: int):
+        keras = _import_keras()
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds = time.perf_counter() - self.start
+                logs["seconds"] = seconds
+                logs["images_per_s"] = n_images / seconds
+                lr = self.model.optimizer.learning_rate  # evaluates a schedule at this step
+                logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+        return Timer()
+
+
+def fit(model, inputs, config: FitConfig, out_dir: str | Path, phase: str = "train",
+        continue_history: bool = False, verbose: int | None = None) -> pd.DataFrame:
+    """Train ``model`` on ``inputs`` (a tfdata.ModelInputs); return the history so far.
+
+    Writes into ``out_dir``: ``best.keras`` (best validation loss so far), ``history.csv``
+    (one row per epoch, Keras' CSVLogger) and ``fit.json`` (per-phase config and timings).
+    ``continue_history`` appends this phase to the previous one (fine-tuning after
+    training the head); otherwise the folder's history starts afresh.
+    """
+    keras = _import_keras()
+    from brainmri.modeling.devices import strategy
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history_file, log_file = out_dir / "history.csv", out_dir / "fit.json"
+    if config.epochs <= 0 and continue_history and history_file.exists():
+        return load_history(out_dir)  # a phase switched off by its profile
+    log = {"phases": []}
+    if continue_history and history_file.exists():
+        log = json.loads(log_file.read_text())
+        initial_epoch = len(pd.read_csv(history_file))
+    else:
+        history_file.unlink(missing_ok=True)
+        initial_epoch = 0
+    train_ds, val_ds = inputs.train(), inputs.eval("val")
+    steps = int(train_ds.cardinality().numpy())
+    with strategy().scope():
+        compile_model(model, config, steps)
+    callbacks = [
+        _EpochTimer(len(inputs.arrays["train"][1]) if not inputs.balance
+                    else steps * inputs.batch_size),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                      restore_best_weights=True, verbose=1),
+        keras.callbacks.ModelCheckpoint(out_dir / "best.keras", monitor="val_loss",
+                                        save_best_only=True),
+        keras.callbacks.CSVLogger(history_file, append=True),
+    ]
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=config.reduce_lr_factor,
+            patience=config.reduce_lr_patience, min_lr=1e-6, verbose=1))
+    if verbose is None:
+        verbose = 1 if progress_enabled() else 2
+    start = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + config.epochs,
+              initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+              shuffle=False)  # tf.data shuffles every epoch already
+    history = pd.read_csv(history_file)
+    log["phases"].append({"phase": phase, "config": asdict(config),
+                          "seconds": round(time.perf_counter() - start, 1),
+                          "epochs_run": len(history) - initial_epoch,
+                          "trainable_layers": sum(int(x.trainable) for x in model.layers),
+                          "trainable_weights": int(sum(w.numpy().size
+                                                       for w in model.trainable_weights)),
+                          "inputs": inputs.describe()})
+    atomic_write_json(log, log_file)
+    return load_history(out_dir)
+
+
+def load_history(out_dir: str | Path) -> pd.DataFrame:
+    """The epoch table of a model folder, with the phase each epoch belongs to."""
+    out_dir = Path(out_dir)
+    history = pd.read_csv(out_dir / "history.csv")
+    phases = []
+    for entry in json.loads((out_dir / "fit.json").read_text())["phases"]:
+        phases += [entry["phase"]] * entry["epochs_run"]
+    history["phase"] = phases[:len(history)] + ["?"] * (len(history) - len(phases))
+    return history
+
+
+def phase_table(out_dir: str | Path) -> pd.DataFrame:
+    """One row per training phase of a model folder (from ``fit.json``)."""
+    phases = json.loads((Path(out_dir) / "fit.json").read_text())["phases"]
+    return pd.DataFrame([{"phase": p["phase"], "epochs run": p["epochs_run"],
+                          "learning rate": p["config"]["learning_rate"],
+                          "trainable layers": p.get("trainable_layers"),
+                          "trainable weights": p.get("trainable_weights"),
+                          "seconds": p["seconds"]} for p in phases]).set_index("phase")
+
+
+def set_trainable(model, unfreeze_from: int | str) -> int:
+    """Freeze the layers before ``unfreeze_from`` (an index, or the name prefix of the
+    first layer to train) and train the rest; returns the number of trainable layers.
+
+    Batch-norm layers of a frozen part stay in inference mode (Keras does this for
+    ``trainable=False`` layers), which is what fine-tuning with small batches needs.
+    """
+    if isinstance(unfreeze_from, str):
+        matches = [i for i, layer in enumerate(model.layers)
+                   if layer.name.startswith(unfreeze_from)]
+        if not matches:
+            raise ValueError(f"no layer of {model.name} starts with {unfreeze_from!r}")
+        unfreeze_from = matches[0]
+    for i, layer in enumerate(model.layers):
+        layer.trainable = i >= unfreeze_from
+    return sum(int(layer.trainable) for layer in model.layers)

@@ -1,0 +1,80 @@
+"""Build the Jupyter Book from one run's executed notebooks.
+
+``brainmri book --run quick`` copies ``results/<run>/notebooks/*.ipynb`` into
+``book/notebooks/`` (a staging folder, not committed) and runs ``jupyter-book build``
+with warnings as errors. A notebook that the table of contents lists but the run did
+not execute gets a one-paragraph page saying so, and the build prints its name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from brainmri.core import paths
+from brainmri.core.errors import BrainMRIError
+
+STAGE = Path("book") / "notebooks"
+
+
+def toc_notebooks(root: Path | None = None) -> list[str]:
+    """Stems of the executed notebooks that ``_toc.yml`` lists."""
+    root = root or paths.project_root()
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    stems = []
+    for part in toc.get("parts", []):
+        for chapter in part.get("chapters", []):
+            file = chapter.get("file", "")
+            if file.startswith(STAGE.as_posix() + "/"):
+                stems.append(file.split("/")[-1])
+    return stems
+
+
+def stage(run_dir: Path, root: Path | None = None) -> list[str]:
+    """Copy the run's notebooks into book/notebooks/; return the stems that were missing."""
+    root = root or paths.project_root()
+    if not (run_dir / "notebooks").is_dir():
+        raise BrainMRIError(f"{run_dir}/notebooks does not exist: run the series first "
+                            f"(make run PROFILE=...) or pick another run with --run.")
+    target = root / STAGE
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    missing = []
+    for stem in toc_notebooks(root):
+        source = run_dir / "notebooks" / f"{stem}.ipynb"
+        if source.exists():
+            shutil.copy2(source, target / f"{stem}.ipynb")
+        else:
+            missing.append(stem)
+            title = stem.split("_", 1)[-1].replace("_", " ").replace("-", " ").capitalize()
+            (target / f"{stem}.md").write_text(
+                f"# {title}\n\nThe run `{run_dir.name}` shown in this book did not execute "
+                f"`notebooks/{stem.split('-')[0]}.ipynb`"
+                f"{' for ' + stem.split('-', 1)[1] if '-' in stem else ''}. Run the series "
+                f"with a profile that includes it (see the appendix) to fill this page.\n")
+    return missing
+
+
+def build(run: str = "quick", results_root: Path | None = None, strict: bool = True) -> Path:
+    root = paths.project_root()
+    run_dir = (results_root or paths.results_root()) / run
+    missing = stage(run_dir, root)
+    if missing:
+        print(f"note: run {run!r} has no executed notebook for: {', '.join(missing)} "
+              f"(placeholder pages used)", file=sys.stderr)
+    shutil.rmtree(root / "_build" / "html", ignore_errors=True)  # no stale pages
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb if jb.exists() else "jupyter-book"), "build", str(root), "--builder", "html",
+           "--all", *(["-W", "-n", "--keep-going"] if strict else [])]
+    result = subprocess.run(cmd, cwd=root)
+    if result.returncode != 0:
+        raise BrainMRIError(f"jupyter-book build failed (exit {result.returncode}); "
+                            f"the warnings above name the pages.")
+    html = root / "_build" / "html"
+    print(f"book built from results/{run}: {html / 'index.html'}")
+    return html

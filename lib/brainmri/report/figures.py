@@ -1,0 +1,318 @@
+"""Figures shared by the chapters, and their one style. Each plotting function returns
+the matplotlib Figure it drew."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from brainmri import CLASS_NAMES
+
+CLASS_COLORS = dict(zip(CLASS_NAMES, ("#c0392b", "#2980b9", "#7f8c8d", "#27ae60")))
+SPLIT_COLORS = {"train": "#34495e", "val": "#e67e22", "test": "#16a085"}
+
+
+def set_style() -> None:
+    """The figure style of every chapter, set in this one place."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update({
+        "figure.dpi": 100, "savefig.dpi": 110, "figure.figsize": (8, 4),
+        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": False,
+        "font.size": 10, "axes.titlesize": 11, "image.cmap": "gray",
+    })
+
+
+def class_balance(counts: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Grouped bars: images per class, one bar per split (``counts``: split, class, n)."""
+    table = counts.pivot(index="class", columns="split", values="n").reindex(CLASS_NAMES)
+    table = table[[s for s in SPLIT_COLORS if s in table.columns]]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(table.columns)
+    x = np.arange(len(table))
+    for j, split in enumerate(table.columns):
+        bars = ax.bar(x + (j - (len(table.columns) - 1) / 2) * width, table[split], width,
+                      label=split, color=SPLIT_COLORS[split])
+        ax.bar_label(bars, fontsize=8, padding=1)
+    ax.set_xticks(x, table.index)
+    ax.set_ylabel("images")
+    ax.legend(title="split", frameon=False)
+    ax.set_title(title or "Images per class and split")
+    return fig
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+               ncols: int = 6, size: float = 1.8, suptitle: str = "",
+               row_labels: Sequence[str] | None = None) -> plt.Figure:
+    """Images in a grid; grayscale (H, W, 1) and RGB (H, W, 3) both accepted."""
+    n = len(images)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes.flat[i]
+        img = np.asarray(img)
+        ax.imshow(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img, cmap="gray")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if row_labels is not None:
+        for r, label in enumerate(row_labels):
+            axes[r, 0].axis("on")
+            axes[r, 0].set_xticks([])
+            axes[r, 0].set_yticks([])
+            for spine in axes[r, 0].spines.values():
+                spine.set_visible(False)
+            axes[r, 0].set_ylabel(label, fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def size_and_mode(inventory: pd.DataFrame) -> plt.Figure:
+    """Image sizes (scatter, one colour per class) and the colour modes found."""
+    ok = inventory[inventory["ok"].astype(bool)]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8),
+                                   gridspec_kw={"width_ratios": [2, 1]})
+    for label in CLASS_NAMES:
+        part = ok[ok["label"] == label]
+        ax1.scatter(part["width"], part["height"], s=8, alpha=0.35, label=label,
+                    color=CLASS_COLORS[label])
+    ax1.set_xlabel("width (px)")
+    ax1.set_ylabel("height (px)")
+    ax1.set_title("Image size by class")
+    ax1.legend(frameon=False, markerscale=2)
+    modes = ok["mode"].value_counts()
+    ax2.bar(modes.index.astype(str), modes.to_numpy(), color="#555")
+    ax2.set_title("Colour mode")
+    ax2.set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def histogram_by_class(values: dict[str, np.ndarray], xlabel: str, title: str,
+                       bins: int = 64, density: bool = True) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for label, v in values.items():
+        ax.hist(np.ravel(v), bins=bins, histtype="step", density=density, lw=1.4,
+                label=label, color=CLASS_COLORS.get(label))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density" if density else "count")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return fig
+
+
+def compare_bars(ours: dict[str, float], reference: dict[str, float], title: str,
+                 ylabel: str = "", log: bool = False) -> plt.Figure:
+    """Side-by-side bars of our values and the report's for the same keys."""
+    keys = list(reference)
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    ax.bar(x - 0.2, [reference[k] for k in keys], 0.4, label="report", color="#bbb")
+    ax.bar(x + 0.2, [ours[k] for k in keys], 0.4, label="this run", color="#2c3e50")
+    ax.set_xticks(x, keys)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return fig
+
+
+def training_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Loss and accuracy per epoch, training vs validation; phases are shaded."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    epochs = np.arange(1, len(history) + 1)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], "o-", ms=3, label="train", color="#34495e")
+        ax.plot(epochs, history[f"val_{metric}"], "o-", ms=3, label="validation",
+                color="#e67e22")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        if "phase" in history and history["phase"].nunique() > 1:
+            for phase, part in history.groupby("phase", sort=False):
+                first = part.index.min() + 1
+                if first > 1:
+                    ax.axvline(first - 0.5, color="#999", ls="--", lw=1)
+                    ax.text(first - 0.4, ax.get_ylim()[1], phase, va="top", fontsize=8,
+                            color="#666")
+    axes[0].legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, title: str = "") -> plt.Figure:
+    """Counts and row-normalised (recall) confusion matrices side by side."""
+    from brainmri.evaluation.metrics import confusion
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, normalize, fmt in ((axes[0], None, "{:.0f}"), (axes[1], "true", "{:.2f}")):
+        cm = confusion(y_true, y_pred, normalize)
+        ax.imshow(cm.to_numpy(), cmap="Blues", vmin=0)
+        for (i, j), v in np.ndenumerate(cm.to_numpy()):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=9,
+                    color="white" if v > cm.to_numpy().max() * 0.6 else "black")
+        ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=30)
+        ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("counts" if normalize is None else "share of each true class")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def grouped_bars(table: pd.DataFrame, title: str, ylabel: str = "", log: bool = False
+                 ) -> plt.Figure:
+    """One group per row of ``table``, one bar per column."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) * len(table.columns) / 2), 3.6))
+    width = 0.8 / len(table.columns)
+    x = np.arange(len(table))
+    for j, column in enumerate(table.columns):
+        ax.bar(x + (j - (len(table.columns) - 1) / 2) * width, table[column], width,
+               label=str(column))
+    ax.set_xticks(x, table.index, rotation=20)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curves_grid(histories: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Training curves of several models side by side (loss on top, accuracy below)."""
+    n = len(histories)
+    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5), squeeze=False, sharey="row")
+    for col, (tag, history) in enumerate(histories.items()):
+        epochs = np.arange(1, len(history) + 1)
+        for row, metric in enumerate(("loss", "accuracy")):
+            ax = axes[row, col]
+            ax.plot(epochs, history[metric], "o-", ms=2, color="#34495e", label="train")
+            ax.plot(epochs, history[f"val_{metric}"], "o-", ms=2, color="#e67e22",
+                    label="validation")
+            if row == 0:
+                ax.set_title(tag, fontsize=9)
+                ax.set_yscale("log")
+            ax.set_xlabel("epoch" if row == 1 else "")
+        axes[0, 0].set_ylabel("loss (log)")
+        axes[1, 0].set_ylabel("accuracy")
+    axes[1, 0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _panels(n: int, per_row: int = 4):
+    """A grid of ``n`` square-ish panels, at most ``per_row`` wide; unused cells hidden."""
+    ncols = min(per_row, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def reliability_diagrams(items: dict[str, tuple], n_bins: int = 15) -> plt.Figure:
+    """Per model: accuracy vs confidence before and after temperature scaling.
+
+    ``items`` maps a model tag to (labels, probabilities, temperature-scaled probabilities).
+    """
+    from brainmri.evaluation.metrics import ece, reliability
+
+    n = len(items)
+    fig, axes = _panels(n)
+    for ax, (tag, (y, probs, scaled)) in zip(axes.flat, items.items()):
+        ax.plot([0, 1], [0, 1], color="#bbb", lw=1)
+        for p, label, color in ((probs, "raw", "#c0392b"), (scaled, "temperature", "#2980b9")):
+            table = reliability(y, p, n_bins).dropna()
+            ax.plot(table["confidence"], table["accuracy"], "o-", ms=3, color=color,
+                    label=f"{label} (ECE {ece(y, p, n_bins):.3f})")
+        ax.set_title(tag, fontsize=9)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.legend(frameon=False, fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def roc_grid(curves: dict[str, dict]) -> plt.Figure:
+    """One-vs-rest ROC curves per class, one panel per model."""
+    n = len(curves)
+    fig, axes = _panels(n)
+    for ax, (tag, per_class) in zip(axes.flat, curves.items()):
+        ax.plot([0, 1], [0, 1], color="#bbb", lw=1)
+        for name, (fpr, tpr, auc) in per_class.items():
+            ax.plot(fpr, tpr, color=CLASS_COLORS[name], lw=1.3, label=f"{name} {auc:.2f}")
+        ax.set_title(tag, fontsize=9)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(frameon=False, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def explanation_grid(raw: np.ndarray, maps: dict[str, np.ndarray], titles: list[str],
+                     suptitle: str = "") -> plt.Figure:
+    """One row per image: the image, then each explainer's |attribution| map."""
+    names = list(maps)
+    n = len(raw)
+    fig, axes = plt.subplots(n, 1 + len(names), figsize=(1.9 * (1 + len(names)), 1.9 * n),
+                             squeeze=False)
+    for r in range(n):
+        img = raw[r]
+        axes[r, 0].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+        axes[r, 0].set_ylabel(titles[r], fontsize=7)
+        for c, name in enumerate(names, 1):
+            m = np.abs(maps[name][r])
+            hi = np.percentile(m, 99.5) or 1.0
+            axes[r, c].imshow(np.clip(m / hi, 0, 1), cmap="inferno")
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_overlays(raw: np.ndarray, heatmaps: np.ndarray, titles: list[str],
+                     suptitle: str = "") -> plt.Figure:
+    """Heatmaps (e.g. Grad-CAM) over their images, one panel per image."""
+    n = len(raw)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
+    for ax, img, heat, title in zip(axes[0], raw, heatmaps, titles):
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+        h = np.maximum(heat, 0)
+        ax.imshow(h / (h.max() or 1.0), cmap="jet", alpha=0.4)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def explained_model(e) -> list[plt.Figure]:
+    """Chapter 10's figures for one model (an ``explain.ModelExplanation``): every
+    explainer's maps for the picked images, then Grad-CAM over the correct ones."""
+    ex = e.examples
+    titles = [f"true {t}\npred {p}" for t, p in zip(ex["label"], ex["prediction"])]
+    out = [explanation_grid(e.raw, e.maps, titles, suptitle=e.tag)]
+    correct = (ex["outcome"] == "correct").to_numpy()
+    if correct.any():
+        out.append(heatmap_overlays(e.raw[correct], e.maps["GradCAM"][correct],
+                                    list(ex["label"][correct]),
+                                    suptitle=f"{e.tag}: Grad-CAM on correctly classified images"))
+    return out

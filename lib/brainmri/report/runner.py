@@ -1,0 +1,272 @@
+"""Run the notebook series with papermill: ``brainmri run --profile quick``.
+
+Each step's executed notebook goes to ``results/<run>/notebooks/``; machine-readable
+results are written by the notebooks themselves into ``results/<run>/``. A step that
+fails stops the run with the notebook and cell named, and its partial notebook kept.
+Rerunning with the same parameters resumes after the last step that succeeded: steps
+are skipped while their parameters, notebook source and library code are unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainmri.core import paths
+from brainmri.core.errors import BrainMRIError
+from brainmri.core.files import atomic_write_json, atomic_write_text, read_json
+from brainmri.core.progress import ENV as PROGRESS_ENV
+from brainmri.core.runfolder import RunFolder
+from brainmri.report.environment import describe_environment, git_revision
+from brainmri.report.profiles import Step, check_overrides, check_values, load_profile, params_hash
+
+KERNEL = "python3"
+
+
+def library_hash() -> str:
+    """Changes when any module of the package changes (a step then reruns)."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha1()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _select(steps: list[Step], only: str | None) -> list[Step]:
+    if not only:
+        return steps
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    chosen = [s for s in steps if any(s.name == w or s.name.startswith(w) or s.notebook == w
+                                      for w in wanted)]
+    if not chosen:
+        raise BrainMRIError(f"--only {only!r} matches no step. Steps: "
+                            + ", ".join(s.name for s in steps))
+    return chosen
+
+
+def _check_data(resolved: dict[str, dict]) -> dict[str, dict]:
+    """Locate every dataset the steps use before starting (clear error, no traceback)."""
+    from brainmri.data.sources import fingerprint, locate
+
+    wanted: dict[str, str | None] = {}
+    for params in resolved.values():
+        names = list(params.get("datasets") or []) + (
+            [params["dataset"]] if params.get("dataset") else [])
+        for name in names:
+            wanted.setdefault(name, params.get("data_dir"))
+    out = {}
+    for name, data_dir in sorted(wanted.items()):
+        root = locate(name, data_dir)
+        out[name] = {"path": _shown(root), "fingerprint": fingerprint(root)}
+    return out
+
+
+def _shown(path: Path) -> str:
+    """A path as the run's records show it: relative to the project when inside it."""
+    path = Path(path).resolve()
+    root = paths.project_root().resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _execute(step: Step, params: dict[str, Any], run: RunFolder, output: Path) -> None:
+    import papermill
+
+    # Inside the executed notebooks, progress bars would be stored line by line; at a
+    # terminal the runner shows papermill's per-cell bar instead.
+    os.environ[PROGRESS_ENV] = "0"
+    papermill.execute_notebook(
+        str(step.source), str(output),
+        parameters={"params": params, "run_dir": _shown(run.root)},
+        kernel_name=KERNEL,
+        progress_bar={"desc": f"  {step.name}", "leave": False} if sys.stderr.isatty() else False,
+        log_output=False, cwd=str(step.source.parent), request_save_on_cell_execute=True,
+    )
+
+
+def _record(run: RunFolder, step: Step, params: dict[str, Any], profile: str,
+            entry: dict) -> None:
+    """Provenance accumulates per step: a partial run (``--only``) updates its own steps'
+    parameters and status and keeps every other step's record."""
+    recorded = (yaml.safe_load(run.params.read_text()) if run.params.exists() else None) or {}
+    steps = recorded.get("steps") or {}
+    steps[step.name] = params
+    atomic_write_text(yaml.safe_dump({"profile": profile, "steps": steps}, sort_keys=False),
+                      run.params)
+    state = read_json(run.state, {}) or {}
+    state[step.name] = entry
+    atomic_write_json(state, run.state)
+
+
+def run(profile_name: str, run: str | None = None, only: str | None = None,
+        overrides: dict[str, Any] | None = None, force: bool = False,
+        results_root: Path | None = None, dataset: str | None = None) -> Path:
+    overrides = dict(overrides or {})
+    profile = load_profile(profile_name)
+    folder = RunFolder.named(run or profile_name, results_root).create()
+    folder.notebooks.mkdir(exist_ok=True)
+    state = {} if force else (read_json(folder.state, {}) or {})
+    steps = _select(profile.steps, only)
+    check_overrides(profile, steps, overrides)
+    if dataset is not None:
+        check_values(profile, {"dataset": dataset}, "--dataset")
+    resolved = {step.name: profile.resolve(step, dataset, overrides) for step in steps}
+    data = _check_data(resolved)
+    lib_hash, revision = library_hash(), git_revision()
+
+    environment = read_json(folder.environment, {}) or {}
+    environment.update({**describe_environment(), "profile": profile.name, "run": folder.name})
+    environment["datasets"] = {**(environment.get("datasets") or {}), **data}
+    atomic_write_json(environment, folder.environment)
+    print(f"run {folder.name!r}: profile {profile.name!r}, {len(steps)} notebooks -> "
+          f"{_shown(folder.root)}", flush=True)
+    started_fresh = False
+    total_start = time.perf_counter()
+    for i, step in enumerate(steps, 1):
+        params = resolved[step.name]
+        key = f"{params_hash(params, step.source)}-{lib_hash}"
+        output = folder.notebooks / f"{step.name}.ipynb"
+        previous = state.get(step.name, {})
+        prefix = f"[{i}/{len(steps)}] {step.name}"
+        if (not started_fresh and previous.get("status") in ("ok", "skipped")
+                and previous.get("key") == key and output.exists()):
+            print(f"{prefix}: unchanged since last run, skipped", flush=True)
+            continue
+        started_fresh = True
+        start = time.perf_counter()
+        base_entry = {"key": key, "library": lib_hash, "revision": revision,
+                      "cli_overrides": {k: v for k, v in overrides.items() if k in params}}
+        _record(folder, step, params, profile.name,
+                {**base_entry, "status": "running", "started": time.time()})
+        try:
+            _execute(step, params, folder, output)
+        except Exception as exc:  # noqa: BLE001 - reported, then re-raised as a clean error
+            seconds = round(time.perf_counter() - start, 1)
+            failure = _failure(output, exc)
+            if failure["ename"] in SKIPPABLE:
+                _mark_skipped(output, failure)
+                reason = failure["evalue"].splitlines()[0]
+                _record(folder, step, params, profile.name,
+                        {**base_entry, "status": "skipped", "seconds": seconds,
+                         "reason": reason})
+                print(f"{prefix}: skipped ({reason[:100]})", flush=True)
+                continue
+            _record(folder, step, params, profile.name,
+                    {**base_entry, "status": "failed", "seconds": seconds})
+            print(f"{prefix}: FAILED ({seconds:.1f} s)", flush=True)
+            raise BrainMRIError(_failure_message(step, output, failure)) from None
+        seconds = round(time.perf_counter() - start, 1)
+        _record(folder, step, params, profile.name, {**base_entry, "status": "ok",
+                                                     "seconds": seconds})
+        print(f"{prefix}: ok ({seconds:.1f} s)", flush=True)
+    state = read_json(folder.state, {}) or {}
+    environment["wall_time_s"] = {k: v.get("seconds") for k, v in state.items()}
+    atomic_write_json(environment, folder.environment)
+    print(f"done in {time.perf_counter() - total_start:.0f} s: {_shown(folder.root)}",
+          flush=True)
+    return folder.root
+
+
+#: Exceptions that mean "this step cannot run here" rather than "something is broken":
+#: the step is recorded as skipped, its notebook shows why, and the series goes on.
+SKIPPABLE = {"WeightsUnavailableError"}
+
+
+def _failure(output: Path, exc: Exception) -> dict:
+    """Where and why a step failed, read from papermill's error and the partial notebook.
+
+    Errors shown by our short-message handler (BrainMRIError subclasses) reach papermill
+    as a bare CellExecutionError; their name and message are in the cell's output.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
+    if not isinstance(exc, PapermillExecutionError):
+        return {"where": "before any cell ran", "ename": type(exc).__name__,
+                "evalue": str(exc)}
+    info = {"where": f"cell {exc.cell_index} (execution count {exc.exec_count})",
+            "ename": exc.ename, "evalue": exc.evalue}
+    if exc.ename == "CellExecutionError" and output.exists():
+        import nbformat
+
+        for cell in nbformat.read(output, 4).cells:
+            if cell.get("metadata", {}).get("papermill", {}).get("exception"):
+                text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                               if o.get("output_type") == "stream")
+                # The cell may print before it fails (Keras: "Downloading data from ..."),
+                # so take the last line that starts like "SomeError: message".
+                found = list(re.finditer(r"^(\w+(?:Error|Exception)): ", text, re.M))
+                if found:
+                    info.update(ename=found[-1].group(1),
+                                evalue=text[found[-1].end():].strip())
+    return info
+
+
+def _mark_skipped(output: Path, failure: dict) -> None:
+    """Turn a partial notebook into a clean "skipped" chapter: drop papermill's error
+    banners and the cells that never ran, and end with a note saying why."""
+    import nbformat
+
+    nb = nbformat.read(output, 4)
+    cells = []
+    for cell in nb.cells:
+        if "papermill-error-cell-tag" in cell.get("metadata", {}).get("tags", []):
+            continue
+        cells.append(cell)
+        if cell.get("metadata", {}).get("papermill", {}).get("exception"):
+            break
+    note = failure["evalue"].replace("\n", "\n> ")
+    cells.append(nbformat.v4.new_markdown_cell(
+        f"> **Skipped.** This chapter stopped here: {note}"))
+    nb.cells = cells
+    nbformat.write(nb, output)
+
+
+def _failure_message(step: Step, output: Path, failure: dict) -> str:
+    return (f"notebook {step.notebook}.ipynb (step {step.name!r}) failed in "
+            f"{failure['where']}:\n  {failure['ename']}: {failure['evalue']}\n"
+            f"The partial executed notebook is kept at {output}.\n"
+            f"Fix the cause and rerun the same command: finished steps are skipped.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="quick", help="params/<profile>.yaml")
+    parser.add_argument("--dataset", default=None,
+                        help="default dataset of the chapters that do not name one")
+    parser.add_argument("--only", default=None, help="comma-separated step names or prefixes")
+    parser.add_argument("--run", default=None, help="results/<run> (default: the profile name)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter for every step that takes it")
+    parser.add_argument("--force", action="store_true", help="rerun steps that succeeded")
+    parser.add_argument("--results-dir", default=None, help="parent of run folders")
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are read as YAML (``3`` is an int, ``[8, 16]`` a list)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise BrainMRIError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise BrainMRIError(f"--set {item!r}: the value is not valid YAML") from None
+    return overrides
+
+
+def main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        run(args.profile, args.run, args.only, parse_sets(args.set), args.force,
+            Path(args.results_dir) if args.results_dir else None, args.dataset)
+    except BrainMRIError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    return 0
