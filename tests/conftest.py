@@ -30,6 +30,7 @@ def synthetic_root(tmp_path) -> Path:
     """A folder holding small synthetic copies of both datasets."""
     make_dataset(tmp_path, "sartaj")
     make_dataset(tmp_path, "nickparvar", seed=1)
+    make_dataset(tmp_path, "br35h", seed=2)
     return tmp_path
 
 
@@ -58,8 +59,10 @@ def quick_run(tmp_path_factory):
         # chapter that ignores the subset reads other files than the predictions name.
         make_dataset(data_root, "sartaj", {"Training": 30, "Testing": 20}, size=64)
         make_dataset(data_root, "nickparvar", {"Training": 30, "Testing": 20}, size=64, seed=1)
+        make_dataset(data_root, "br35h", {"Testing": 20}, size=64, seed=2)
     before = {name: _digest(data_root / name) for name in
-              ("brain-tumor-classification-mri", "brain-tumor-mri-dataset")}
+              ("brain-tumor-classification-mri", "brain-tumor-mri-dataset",
+               "brain-tumor-detection")}
     env = {**os.environ, "BRAIN_MRI_DATA": str(data_root),
            "BRAIN_MRI_CACHE": str(base / "cache")}
     start = time.perf_counter()
@@ -103,6 +106,7 @@ def trained_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("trained")
     os.environ["BRAIN_MRI_CACHE"] = str(base / "cache")
     make_dataset(base / "data", "sartaj", {"Training": 30, "Testing": 10}, size=64)
+    make_dataset(base / "data", "br35h", {"Testing": 10}, size=64, seed=2)
     p = notebook.setup("08b_compact_cnn", {**TINY_COMPACT, "data_dir": str(base / "data")},
                        run_dir=str(base / "run"))
     result = experiment.run(p)

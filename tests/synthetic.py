@@ -15,7 +15,7 @@ from PIL import Image
 from brainmri.data.sources import get_spec
 
 BLOB_CENTRES = {"glioma": (0.38, 0.4), "meningioma": (0.2, 0.7), "pituitary": (0.5, 0.8),
-                "no_tumor": None}
+                "no_tumor": None, "tumour": (0.38, 0.4)}
 
 
 def mri_like(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -33,12 +33,16 @@ def mri_like(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 def make_dataset(root: Path, dataset: str = "sartaj", per_class: dict[str, int] | None = None,
                  size: int = 64, seed: int = 0) -> Path:
-    """Write a dataset folder (``root/<spec.folder>/{Training,Testing}/<class>/``)."""
+    """Write a dataset folder laid out like the download (``root/<spec.folder>/...``).
+    ``per_class`` counts images per class by official split folder; an evaluation-only
+    dataset (Br35H, no split folders) gets the ``Testing`` count."""
     spec = get_spec(dataset)
     per_class = per_class or {"Training": 10, "Testing": 4}
     rng = np.random.default_rng(seed)
     base = root / spec.folder
-    for split_folder, n in per_class.items():
+    by_split = {"train": "Training", "test": "Testing"}
+    for split_folder, official in spec.split_folders.items():
+        n = per_class.get(split_folder, per_class.get(by_split[official], 0))
         for folder, label in spec.class_folders.items():
             out = base / split_folder / folder
             out.mkdir(parents=True, exist_ok=True)

@@ -103,13 +103,17 @@ def test_fingerprints_are_cached(tmp_path, monkeypatch):
 
 def test_overlap_between_two_datasets_names_both_sides(tmp_path):
     images = distinct_images(5, seed=4)
-    a = pd.DataFrame({"path": [f"a/{k}.png" for k in range(3)], "label": ["glioma"] * 3})
-    b = pd.DataFrame({"path": ["b/x.png", "b/y.png"], "label": ["glioma", "no_tumor"]})
+    a = pd.DataFrame({"path": [f"a/{k}.png" for k in range(3)], "label": ["glioma"] * 3,
+                      "official_split": ["train", "test", "train"]})
+    b = pd.DataFrame({"path": ["b/x.png", "b/y.png"], "label": ["glioma", "no_tumor"],
+                      "official_split": ["train", "test"]})
     result = leakage.overlap(("sartaj", "nickparvar"), (a, b),
                              (prints_of(images[:3]), prints_of([images[1].copy(), images[4]])),
                              **RULE)
     assert result.pairs[["sartaj_path", "nickparvar_path"]].values.tolist() == [
         ["a/1.png", "b/x.png"]]
+    assert result.pairs[["sartaj_split", "nickparvar_split"]].values.tolist() == [
+        ["test", "train"]]  # which split of each side: a test image copied into training
     assert result.summary()["label_agreement"] == 1.0
     run = RunFolder(tmp_path)
     result.write(run)

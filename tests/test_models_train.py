@@ -155,6 +155,32 @@ def test_experiment_trains_in_two_phases_for_transfer_models(synthetic_root, tmp
     assert phases.loc["head", "trainable layers"] < phases.loc["finetune", "trainable layers"]
     assert list(result.history["phase"]) == ["head", "finetune"]
     assert (result.folder / "model.keras").exists()
-    assert set(result.predictions) == {"val", "test"}
-    assert p.run.predictions("convnext_tiny-nickparvar", "test").exists()
+    assert set(result.predictions) == {"val", "test", "br35h"}  # Br35H: external, always
+    for split in ("test", "br35h"):  # saved under the model's tag, not the dataset's
+        assert p.run.predictions("convnext_tiny-nickparvar", split).exists()
     assert result.versus_published().loc["accuracy", "published: convnext_tiny"] == 0.9908
+
+
+def test_training_set_one_image_past_a_full_batch_trains():
+    """49 images in batches of 16 left a last batch of one, which crashed the process."""
+    images = np.random.default_rng(0).integers(0, 255, (49, 16, 16, 3), np.uint8)
+    labels = (np.arange(49) % 4).astype("int32")
+    ds = make_dataset(images, labels, batch_size=16, normalization="standardize",
+                      training=True, augment="none", seed=0)
+    assert [int(b[0].shape[0]) for b in ds] == [16, 16, 16]
+    model = models.build("compact_cnn", (16, 16, 3), widths=(4, 8, 8, 8), dropout=0.0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert len(model.fit(ds, epochs=1, verbose=0, shuffle=False).history["loss"]) == 1
+
+
+def test_training_stores_the_validation_ood_threshold_in_the_sidecar(trained_run):
+    """``brainmri predict`` flags unusual inputs with the threshold chosen on validation."""
+    import json
+
+    from brainmri.modeling import ood
+
+    run_dir, model_dir, _ = trained_run
+    entry = json.loads((model_dir / "model.json").read_text())["ood"]
+    assert ood.check_entry(entry) is None
+    val = pd.read_csv(RunFolder(run_dir).predictions("compact_cnn-sartaj", "val"))
+    assert entry == ood.from_predictions(val)

@@ -35,6 +35,7 @@ def test_predict_folder_with_good_and_bad_files(tmp_path, trained_run, capsys):
     table = pd.read_csv(out, keep_default_na=False)
     assert list(table.columns[:6]) == ["path", "prediction", "p_glioma", "p_meningioma",
                                        "p_no_tumor", "p_pituitary"]
+    assert list(table.columns[6:]) == ["warning", "error"]
     assert len(table) == 6
     good = table[table["error"] == ""]
     assert {p.split("/")[-1] for p in good["path"]} == {"good one.jpg", "GRAY.PNG", "rgba.png"}

@@ -29,11 +29,20 @@ def test_results_files_hold_real_values(quick_run):
     run_dir = quick_run["run_dir"]
     counts = pd.read_csv(run_dir / "split_counts.csv")
     assert list(counts.columns[:4]) == ["dataset", "split", "class", "n"]
-    assert set(counts["dataset"]) == {"sartaj", "nickparvar"}
+    assert set(counts["dataset"]) == {"sartaj", "nickparvar", "br35h"}
     sartaj = counts[counts["dataset"] == "sartaj"].set_index(["split", "class"])["n"]
     train = sartaj[("train", "glioma")]
     assert train > 0 and sartaj[("val", "glioma")] == int((train + sartaj[("val", "glioma")])
                                                           * 0.2)
+    br35h = counts[counts["dataset"] == "br35h"]
+    assert set(br35h["split"]) == {"test"} and set(br35h["class"]) == {"tumour", "no_tumor"}
+    sources = json.loads((run_dir / "sources.json").read_text())  # chapter 01c
+    assert sum(sources["br35h_external"].values()) > 0
+    ablation = pd.read_csv(run_dir / "ablation.csv")  # chapter 08c
+    assert len(ablation) >= 3 and ablation["val accuracy"].between(0, 1).all()
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    external = metrics[metrics["eval_set"] == "external_br35h"]
+    assert len(external) and external["tumour_sensitivity"].between(0, 1).all()
     variance = json.loads((run_dir / "variance.json").read_text())
     assert variance["inter"] > 0 and all(v > 0 for v in variance["intra"].values())
     assert 0 < variance["explained_share"] < 1

@@ -21,3 +21,7 @@ __version__ = "0.2.0"
 
 #: Canonical class names, in the order used for every probability column.
 CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "no_tumor", "pituitary")
+
+#: Column names of probabilities and logits in every predictions file and CSV we write.
+PROB_COLUMNS: list[str] = [f"p_{c}" for c in CLASS_NAMES]
+LOGIT_COLUMNS: list[str] = [f"z_{c}" for c in CLASS_NAMES]

@@ -8,7 +8,9 @@
 - ``brainmri tables``      regenerate README.md's and the model card's results tables
 
 Errors the user can act on are printed as one message (exit code 1 or 2), never as a
-traceback.
+traceback; Ctrl-C exits with 130. ``predict`` exits 0 when at least one file was
+classified, 1 when none could be, 2 when the arguments, model, sidecar or output path are
+unusable (nothing classified).
 """
 
 from __future__ import annotations
@@ -24,26 +26,74 @@ def _err(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+#: ``brainmri predict`` exit codes.
+EXIT_OK = 0  # at least one file classified (others may have error rows)
+EXIT_NOTHING_READ = 1  # every input gave an error row; the table is still written
+EXIT_UNUSABLE = 2  # bad arguments, model, sidecar or output path: nothing was classified
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell convention)
+
+
+def _resolved(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link loop cannot be an input we would overwrite
+        return None
+
+
+def _output_problem(raw: str, inputs: list[Path], force: bool) -> str | None:
+    """Why ``--csv raw`` must not be written, checked before any classification so a
+    typo cannot overwrite a scan and an unwritable path does not waste the work.
+    (os.path's tests are used because they answer False instead of raising.)"""
+    import tempfile
+
+    target = Path(raw)
+    if raw.endswith(("/", os.sep)) or os.path.isdir(target):
+        return f"--csv {raw} is a folder; give a file name, e.g. {target / 'predictions.csv'}"
+    resolved = _resolved(target)
+    if resolved is not None and any(_resolved(p) == resolved for p in inputs):
+        return (f"--csv {raw} is one of the input files; choose another output file "
+                f"(--force does not override this)")
+    if os.path.lexists(target) and not force:
+        return f"--csv {raw} exists; pass --force to replace it or choose another file"
+    folder = target.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not os.path.isdir(folder):
+        return f"cannot write --csv {raw}: {folder} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write --csv {raw} ({exc.strerror or exc}); choose a writable location"
+    return None
+
+
 def _predict(args) -> int:
     from brainmri.core.files import atomic_write_csv
     from brainmri.modeling.inference import collect, default_model, predict_files
-    from brainmri.modeling.saved import load_saved
+    from brainmri.modeling.saved import SavedModelError, load_for_prediction, prediction_metadata
 
     model_path = Path(args.model) if args.model else default_model()
-    if not model_path.exists():
-        _err(f"model file {model_path} not found. Pass --model FILE (a .keras file saved by "
-             f"the series, with its model.json beside it).")
-        return 2
-    files = collect(args.paths)
-    missing = [p for p in files if not p.exists()]
-    if not files:
-        _err("no files found in the given paths.")
-        return 2
-    model, metadata = load_saved(model_path)
-    if not metadata:
-        _err(f"{model_path.with_name('model.json')} is missing; it records the input size "
-             f"and normalisation the model expects.")
-        return 2
+    if args.batch_size < 1:
+        _err("--batch-size must be at least 1.")
+        return EXIT_UNUSABLE
+    try:  # cheap checks first: the model file and its sidecar, the inputs, the output
+        prediction_metadata(model_path)
+        files = collect(args.paths)
+        if not files:
+            _err("no files found in the given paths.")
+            return EXIT_UNUSABLE
+        if args.csv and (problem := _output_problem(args.csv, files, args.force)):
+            _err(problem)
+            return EXIT_UNUSABLE
+        model, metadata = load_for_prediction(model_path)
+    except SavedModelError as exc:
+        _err(str(exc))
+        return EXIT_UNUSABLE
+    if "ood" not in metadata:
+        print(f"note: {model_path.name}'s sidecar has no 'ood' threshold, so no image is "
+              f"flagged as out of distribution (see brainmri.modeling.ood.from_predictions).",
+              file=sys.stderr)
     table = predict_files(files, model, metadata, args.batch_size,
                           show_progress=not args.quiet and len(files) > 1)
     if args.csv:
@@ -54,11 +104,12 @@ def _predict(args) -> int:
         with_prob[prob_cols] = with_prob[prob_cols].round(4)
         print(with_prob.to_csv(index=False), end="")
     read = int((table["error"] == "").sum())
+    flagged = int((table["warning"] != "").sum())
     print(f"{read} of {len(table)} file(s) classified"
           + (f"; {len(table) - read} could not be read" if read < len(table) else "")
-          + (f"; {len(missing)} path(s) do not exist" if missing else "")
+          + (f"; {flagged} with a warning" if flagged else "")
           + (f"; written to {args.csv}" if args.csv else ""), file=sys.stderr)
-    return 0 if read else 1
+    return EXIT_OK if read else EXIT_NOTHING_READ
 
 
 def _run(args) -> int:
@@ -134,6 +185,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--model", help="a .keras file saved by the series (default: the shipped model)")
     p.add_argument("--csv", help="write the table to this CSV file")
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                   help="replace an existing --csv file")
     p.add_argument("--print", action="store_true", help="print the table even with --csv")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -141,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="find or download the datasets")
     p.add_argument("action", choices=["fetch", "where"])
-    p.add_argument("--dataset", default="all", help="sartaj, nickparvar or all")
+    p.add_argument("--dataset", default="all", help="sartaj, nickparvar, br35h or all")
     p.add_argument("--data-dir", default=None, help="a folder holding the dataset folders")
     p.set_defaults(func=_data)
 
@@ -172,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrainMRIError as exc:
         _err(str(exc))
         return 1
+    except KeyboardInterrupt:
+        _err("interrupted (Ctrl-C); rerun the same command to start again.")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

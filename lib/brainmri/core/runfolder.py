@@ -85,6 +85,11 @@ class RunFolder:
     def leakage(self) -> Path:
         return self.root / "leakage.json"
 
+    @property
+    def sources(self) -> Path:
+        """Chapter 01c's findings: source collections, external set, shortcut checks."""
+        return self.root / "sources.json"
+
     def test_with_copy(self, dataset: str) -> Path:
         """Test images of ``dataset`` with a copy in its own Training folder."""
         return self.root / "duplicates" / f"{dataset}_test_with_copy.csv"
@@ -93,6 +98,11 @@ class RunFolder:
         """Image pairs shared by datasets ``a`` and ``b`` (columns ``<a>_path``, ``<b>_path``)."""
         first, second = sorted((a, b))
         return self.root / "duplicates" / f"{first}_{second}_overlap.csv"
+
+    def external_exclusions(self, dataset: str) -> Path:
+        """Images of the evaluation-only ``dataset`` with a copy in a training folder:
+        never scored as external (column ``path``)."""
+        return self.root / "duplicates" / f"{dataset}_in_training.csv"
 
     # --- models and their predictions -------------------------------------------------
     def model_dir(self, tag: str) -> Path:
@@ -121,6 +131,11 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.csv"
+
+    @property
+    def ablation(self) -> Path:
+        """Chapter 08c's table: one row per training recipe."""
+        return self.root / "ablation.csv"
 
     @property
     def xai(self) -> Path:

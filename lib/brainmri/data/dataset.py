@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainmri import CLASS_NAMES
 from brainmri.data.images import read_image
 from brainmri.data.inventory import build_inventory, skipped
 from brainmri.data.pixels import PixelSpec, load_pixels
-from brainmri.data.sources import locate
+from brainmri.data.sources import get_spec, locate
 from brainmri.data.splits import assign_splits, split_counts, subsample
 
 
@@ -29,22 +28,32 @@ class Dataset:
     def split(self, split: str) -> pd.DataFrame:
         return self.files[self.files["split"] == split].reset_index(drop=True)
 
+    @property
+    def spec(self):
+        return get_spec(self.name)
+
     def labels(self, split: str) -> np.ndarray:
-        return self.split(split)["label"].map(CLASS_NAMES.index).to_numpy(np.int32)
+        """Integer labels, indexing ``spec.labels`` (CLASS_NAMES for the four-class sets)."""
+        return self.split(split)["label"].map(self.spec.labels.index).to_numpy(np.int32)
 
     def pixels(self, split: str, spec: PixelSpec) -> np.ndarray:
         return load_pixels(self.root, self.split(split)["path"].tolist(), spec,
                            desc=f"{self.name}/{split}")
 
+    def pixels_of(self, rel_paths, spec: PixelSpec) -> np.ndarray:
+        """Pixels of the given files of this dataset (cached like a split's)."""
+        return load_pixels(self.root, list(rel_paths), spec, desc=self.name)
+
     def arrays(self, split: str, spec: PixelSpec) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 pixels of shape (N, S, S, C), int labels indexing CLASS_NAMES)."""
+        """(uint8 pixels of shape (N, S, S, C), int labels indexing ``spec.labels``)."""
         return self.pixels(split, spec), self.labels(split)
 
-    def examples(self, per_class: int, seed: int, split: str = "train") -> pd.DataFrame:
-        """A seeded random sample of ``per_class`` files of each class."""
-        frame = self.split(split)
+    def examples(self, per_class: int, seed: int, split: str | None = None) -> pd.DataFrame:
+        """A seeded random sample of ``per_class`` files of each class (of the training
+        split, or the test split of an evaluation-only dataset)."""
+        frame = self.split(split or ("test" if self.spec.evaluation_only else "train"))
         return (frame.groupby("label").sample(n=per_class, random_state=seed, replace=False)
-                .assign(order=lambda f: f["label"].map(CLASS_NAMES.index))
+                .assign(order=lambda f: f["label"].map(self.spec.labels.index))
                 .sort_values(["order", "path"]).drop(columns="order").reset_index(drop=True))
 
     def read(self, rel_path: str, color_mode: str) -> np.ndarray:

@@ -192,7 +192,8 @@ class Overlap:
     """Images shared by two datasets (any split of either)."""
 
     names: tuple[str, str]
-    pairs: pd.DataFrame  # columns <a>_path, <b>_path, <a>_label, <b>_label, distance, exact
+    pairs: pd.DataFrame  # <a>_path, <b>_path, <a>_label, <b>_label, <a>_split, <b>_split,
+    #                      distance, exact
 
     def summary(self) -> dict:
         a, b = self.names
@@ -200,11 +201,27 @@ class Overlap:
         return {f"{a}_images_in_{b}": int(p[f"{a}_path"].nunique()),
                 f"{b}_images_in_{a}": int(p[f"{b}_path"].nunique()),
                 "exact_pairs": int(p["exact"].sum()),
-                "label_agreement": float((p[f"{a}_label"] == p[f"{b}_label"]).mean())
+                "label_agreement": float(_labels_agree(p[f"{a}_label"], p[f"{b}_label"]).mean())
                 if len(p) else None}
+
+    def shared_counts(self) -> dict:
+        """The summary as one table row with the same columns for every pair of datasets."""
+        a, b = self.names
+        s = self.summary()
+        return {"datasets": f"{a} & {b}", "shared images of the first": s[f"{a}_images_in_{b}"],
+                "shared images of the second": s[f"{b}_images_in_{a}"],
+                "exact pairs": s["exact_pairs"], "labels agree": s["label_agreement"]}
 
     def write(self, run: RunFolder) -> None:
         atomic_write_csv(self.pairs, run.overlap(*self.names))
+
+
+def _labels_agree(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Whether two label columns agree: class for class when both use the same classes,
+    else at the level both can say (tumour or no tumour), e.g. Br35H's yes/no."""
+    if set(a) <= set(b) or set(b) <= set(a):
+        return a.to_numpy() == b.to_numpy()
+    return (a.to_numpy() == "no_tumor") == (b.to_numpy() == "no_tumor")
 
 
 def overlap(names: tuple[str, str], files: tuple[pd.DataFrame, pd.DataFrame],
@@ -218,6 +235,8 @@ def overlap(names: tuple[str, str], files: tuple[pd.DataFrame, pd.DataFrame],
     return Overlap(names, pd.DataFrame({
         f"{a}_path": fa["path"].to_numpy()[i], f"{b}_path": fb["path"].to_numpy()[j],
         f"{a}_label": fa["label"].to_numpy()[i], f"{b}_label": fb["label"].to_numpy()[j],
+        f"{a}_split": fa["official_split"].to_numpy()[i],
+        f"{b}_split": fb["official_split"].to_numpy()[j],
         "distance": pairs["distance"].to_numpy(), "exact": pairs["exact"].to_numpy()}))
 
 

@@ -2,12 +2,20 @@
 
 Pillow does the decoding; this module only decides what to do with the odd cases the
 datasets (and users of ``brainmri predict``) throw at it: uncommon modes, 16-bit scans,
-transparency, truncated or corrupt files, and decompression bombs.
+transparency, truncated or corrupt files, decompression bombs, and paths that are not
+regular files (broken links, named pipes, unreadable folders). Every way a file can fail
+becomes one ``ImageReadError`` with a reason, so one bad file never stops a whole batch.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +32,16 @@ MAX_PIXELS = 50_000_000
 
 COLOR_MODES = ("grayscale", "rgb")
 
+#: Longest decoder message kept in a reason; some quote whole chunks of data.
+_REASON_CHARS = 160
+
 
 class ImageReadError(Exception):
     """The file exists but cannot be used as an image; the message says why."""
+
+
+class ImageWarning(UserWarning):
+    """A file was decoded, but its decoder complained (the message names the file)."""
 
 
 @dataclass(frozen=True)
@@ -37,37 +52,165 @@ class ImageInfo:
     format: str
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """Pixels of one file plus what the decoder warned about while reading it."""
+
+    pixels: np.ndarray
+    warnings: tuple[str, ...] = ()
+
+
 def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _open(path: Path) -> Image.Image:
-    if path.stat().st_size == 0:
+class _WarningRouter:
+    """Records Pillow's warnings per thread, so each lands with the file that caused it.
+
+    ``warnings.catch_warnings`` is process-wide and not thread-safe, and the data layer
+    decodes in thread pools. The first thread to start decoding installs one recorder
+    (and the "always" action for Pillow, so repeated warnings are not deduplicated away);
+    the last one to finish restores the previous state. A warning goes to the list of the
+    thread that raised it; other threads' warnings are shown as usual.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: tuple = ()
+        self._local = threading.local()
+
+    def _show(self, message, category, filename, lineno, file=None, line=None):
+        sink, saved = getattr(self._local, "sink", None), self._saved
+        if sink is not None:
+            sink.append(" ".join(str(message).split()))
+        else:  # another thread's warning; the saved hook, or the restored one if gone
+            (saved[1] if saved else warnings.showwarning)(message, category, filename,
+                                                          lineno, file, line)
+
+    @contextmanager
+    def capture(self) -> Iterator[list[str]]:
+        caught: list[str] = []
+        with self._lock:
+            if self._users == 0:
+                state = warnings.catch_warnings()
+                state.__enter__()
+                self._saved = (state, warnings.showwarning)
+                warnings.filterwarnings("always", module=r"PIL(\.|$)")
+                warnings.showwarning = self._show
+            self._users += 1
+        outer = getattr(self._local, "sink", None)
+        self._local.sink = caught
+        try:
+            yield caught
+        finally:
+            self._local.sink = outer
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._saved[0].__exit__(None, None, None)
+                    self._saved = ()
+
+
+_router = _WarningRouter()
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse anything but a readable regular file before Pillow opens it (opening a
+    named pipe would block forever; a folder or broken link deserves its own reason)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageReadError("broken symbolic link (its target does not exist)"
+                             if path.is_symlink() else "file not found") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError("symbolic link loop (the link points back to itself)") from None
+        raise ImageReadError(f"cannot read file ({exc.strerror or _reason(exc)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        if path.is_symlink():
+            raise ImageReadError("link to a folder, not followed; pass that folder itself")
+        try:
+            os.scandir(path).close()
+        except OSError as exc:
+            raise ImageReadError(f"cannot read folder ({exc.strerror or _reason(exc)})") from None
+        raise ImageReadError("a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("named pipe" if stat.S_ISFIFO(info.st_mode) else "socket"
+                if stat.S_ISSOCK(info.st_mode) else "device or special file")
+        raise ImageReadError(f"not a regular file (a {kind})")
+    if info.st_size == 0:
         raise ImageReadError("empty file (0 bytes)")
+
+
+@contextmanager
+def _failures_as_reasons(stage: str) -> Iterator[None]:
+    """Any exception while decoding becomes an ImageReadError saying why.
+
+    Pillow's plugins raise OSError, SyntaxError, ValueError, struct.error, EOFError,
+    IndexError, KeyError, ZeroDivisionError and more on crafted bytes; none of them may
+    escape, or one bad file stops a batch. OSErrors with an errno are the file system
+    (permissions, I/O), not the bytes. KeyboardInterrupt is not an Exception and passes.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except (UnidentifiedImageError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"not a readable image ({type(exc).__name__})") from None
-    if img.format not in {"JPEG", "PNG", "MPO"}:
-        raise ImageReadError(f"unsupported image format {img.format}")
-    if img.width * img.height > MAX_PIXELS:
-        raise ImageReadError(
-            f"decompression-bomb guard: {img.width}x{img.height} exceeds {MAX_PIXELS:,} pixels")
+        yield
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError("not a readable image (not a JPEG or PNG file, or its header "
+                             "is damaged)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"decompression-bomb guard: {_reason(exc)}") from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise ImageReadError(f"cannot read file ({exc.strerror or _reason(exc)})") from None
+        raise ImageReadError(f"{stage} ({_reason(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's problem
+        raise ImageReadError(f"{stage} ({type(exc).__name__}: {_reason(exc)})") from None
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """The fully decoded image, or ImageReadError. Must run inside ``_router.capture``."""
+    _check_regular_file(path)
+    with _failures_as_reasons("not a readable image"):
+        img = Image.open(path)
     try:
-        img.load()  # forces a full decode: truncated and corrupt data fail here
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"corrupt or truncated image data ({exc})") from None
-    return img
+        if img.format not in {"JPEG", "PNG", "MPO"}:
+            raise ImageReadError(f"unsupported image format {img.format}")
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageReadError(f"decompression-bomb guard: {img.width}x{img.height} "
+                                 f"exceeds {MAX_PIXELS:,} pixels")
+        with _failures_as_reasons("corrupt or truncated image data"):
+            img.load()  # forces a full decode: truncated and corrupt data fail here
+        yield img
+    finally:
+        img.close()
+
+
+def _without_bomb_notice(caught: list[str]) -> tuple[str, ...]:
+    """Pillow's own decompression-bomb warning is redundant: MAX_PIXELS decides."""
+    return tuple(w for w in caught if "decompression bomb" not in w)
+
+
+def _reemit(path: Path, notes: tuple[str, ...]) -> None:
+    for note in notes:
+        warnings.warn(f"{path}: {note}", ImageWarning, stacklevel=3)
 
 
 def probe(path: str | Path) -> ImageInfo:
-    """Fully decode ``path`` and describe it; raises ImageReadError if it is unusable."""
+    """Fully decode ``path`` and describe it; raises ImageReadError if it is unusable.
+    Decoder warnings are re-raised as ``ImageWarning`` naming the file."""
     path = Path(path)
-    with _open(path) as img:
-        return ImageInfo(img.width, img.height, img.mode, img.format or "")
+    with _router.capture() as caught, _opened(path) as img:
+        info = ImageInfo(img.width, img.height, img.mode, img.format or "")
+    _reemit(path, _without_bomb_notice(caught))
+    return info
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -86,13 +229,19 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def read_image(path: str | Path, color_mode: str) -> np.ndarray:
-    """Decode ``path`` to a uint8 array of shape (H, W, 1) or (H, W, 3)."""
+def decode(path: str | Path, color_mode: str) -> Decoded:
+    """Decode ``path`` to uint8 pixels of shape (H, W, 1) or (H, W, 3), with the decoder's
+    warnings about this file (corrupt EXIF, malformed MPO...) instead of printing them.
+    Raises ImageReadError, and only that, for any file that cannot be used."""
     if color_mode not in COLOR_MODES:
         raise ValueError(f"color_mode must be one of {COLOR_MODES}, got {color_mode!r}")
     path = Path(path)
-    with _open(path) as img:
-        img = ImageOps.exif_transpose(img)
+    with _router.capture() as caught, _opened(path) as img, \
+            _failures_as_reasons("corrupt image data"):
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception as exc:  # noqa: BLE001 - damaged metadata, intact pixels
+            caught.append(f"EXIF orientation unreadable, image used as stored ({_reason(exc)})")
         if img.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
             img = _to_8bit(img)
         elif img.mode in {"RGBA", "LA", "PA"} or (
@@ -100,4 +249,13 @@ def read_image(path: str | Path, color_mode: str) -> np.ndarray:
             img = _flatten_alpha(img)
         target = "L" if color_mode == "grayscale" else "RGB"
         arr = np.asarray(img.convert(target), dtype=np.uint8)
-    return arr[..., None] if arr.ndim == 2 else arr
+    pixels = arr[..., None] if arr.ndim == 2 else arr
+    return Decoded(pixels, _without_bomb_notice(caught))
+
+
+def read_image(path: str | Path, color_mode: str) -> np.ndarray:
+    """Decode ``path`` to a uint8 array of shape (H, W, 1) or (H, W, 3). Decoder warnings
+    are re-raised as ``ImageWarning`` naming the file (Pillow's own do not)."""
+    decoded = decode(path, color_mode)
+    _reemit(Path(path), decoded.warnings)
+    return decoded.pixels

@@ -102,7 +102,11 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
     if not training:
         return ds.batch(batch_size).map(norm, num_parallel_calls=autotune).cache().prefetch(
             autotune)
-    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    # A last training batch of a single image crashes the process natively with TensorFlow
+    # 2.20 on CPU ("free(): invalid pointer", tests/test_models_train.py): drop the incomplete
+    # last batch. The shuffle changes every epoch, so every image is still seen.
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(
+        batch_size, drop_remainder=len(images) > batch_size)
     aug = augmenter(augment, channels=images.shape[-1], seed=seed)
     if aug is not None:
         ds = ds.map(lambda x, *y: (aug(tf.cast(x, tf.float32), training=True), *y),
@@ -126,6 +130,30 @@ class ModelInputs:
         self.batch_size, self.augment, self.balance, self.seed = (batch_size, augment, balance,
                                                                  seed)
         self.arrays = {split: dataset.arrays(split, spec) for split in splits}
+
+    def add_training(self, pixels: np.ndarray, labels: np.ndarray) -> None:
+        """More training images (another dataset's, already deduplicated by the caller);
+        validation and test stay the home dataset's."""
+        x, y = self.arrays["train"]
+        self.arrays["train"] = (np.concatenate([x, pixels]), np.concatenate([y, labels]))
+
+    def drop_training(self, drop: np.ndarray) -> None:
+        """Remove the training images where ``drop`` (a boolean mask over the training
+        split's files, in order) is true; validation and test are never changed."""
+        x, y = self.arrays["train"]
+        if len(drop) > len(y):
+            raise ValueError("drop mask longer than the training set")
+        keep = np.ones(len(y), bool)
+        keep[:len(drop)] = ~np.asarray(drop, bool)
+        self.arrays["train"] = (x[keep], y[keep])
+
+    def restyle_training(self, share: float, seed: int) -> None:
+        """Give a ``share`` of the training images another training image's grey-level
+        style (``restyle.match_styles``); validation and test are never changed."""
+        from brainmri.data.restyle import match_styles
+
+        x, y = self.arrays["train"]
+        self.arrays["train"] = (match_styles(x, share, seed), y)
 
     def files(self, split: str):
         return self.dataset.split(split)

@@ -27,6 +27,7 @@ from brainmri.data.images import COLOR_MODES, read_image
 #: as ``tf.image.resize`` and Keras' ``image_dataset_from_directory`` do by default.
 RESAMPLE = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
+CROPS = (None, "head")
 NORMALIZATIONS = ("standardize", "unit", "imagenet", "inception", "raw")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,11 +35,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class PixelSpec:
-    """How files become arrays: square side, colour mode and resampling filter."""
+    """How files become arrays: square side, colour mode, resampling filter, and an
+    optional crop to the head (``crop="head"``) before resizing."""
 
     image_size: int
     color_mode: str
     resample: str
+    crop: str | None = None  # None: the whole frame, as the reports do
 
     def __post_init__(self):
         if self.color_mode not in COLOR_MODES:
@@ -47,6 +50,8 @@ class PixelSpec:
             raise ValueError(f"resample must be one of {tuple(RESAMPLE)}")
         if self.image_size < 8:
             raise ValueError("image_size must be at least 8 pixels")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
 
     @property
     def channels(self) -> int:
@@ -64,13 +69,42 @@ def resize(pixels: np.ndarray, spec: PixelSpec) -> np.ndarray:
     return out[..., None] if out.ndim == 2 else out
 
 
+def crop_to_head(pixels: np.ndarray, margin: float = 0.03) -> np.ndarray:
+    """The square around the head: the bounding box of the largest bright region, grown
+    by ``margin`` and padded with black to a square, so that neither the framing, the
+    background's extent nor the file's aspect ratio survive (chapter 01c shows they
+    identify the source collection). An image without a bright region is kept whole."""
+    from scipy import ndimage
+
+    gray = pixels.astype(np.float32).mean(-1)
+    mask = gray > max(10.0, 0.1 * float(gray.max()))
+    labelled, n = ndimage.label(mask)
+    if n == 0:
+        return pixels
+    sizes = ndimage.sum(mask, labelled, range(1, n + 1))
+    rows, cols = np.nonzero(labelled == 1 + int(np.argmax(sizes)))
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    side = int(max(bottom - top, right - left) * (1 + 2 * margin))
+    cy, cx = (top + bottom) // 2, (left + right) // 2
+    out = np.zeros((side, side, pixels.shape[-1]), pixels.dtype)
+    y0, x0 = cy - side // 2, cx - side // 2
+    sy0, sx0 = max(0, y0), max(0, x0)
+    sy1, sx1 = min(pixels.shape[0], y0 + side), min(pixels.shape[1], x0 + side)
+    out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = pixels[sy0:sy1, sx0:sx1]
+    return out
+
+
 def load_file(path: str | os.PathLike, spec: PixelSpec) -> np.ndarray:
-    return resize(read_image(path, spec.color_mode), spec)
+    pixels = read_image(path, spec.color_mode)
+    if spec.crop == "head":
+        pixels = crop_to_head(pixels)
+    return resize(pixels, spec)
 
 
 def _cache_file(root: Path, rel_paths: Sequence[str], spec: PixelSpec) -> Path:
     key = cache.stamp(root, rel_paths, "pixels-v2", sorted(asdict(spec).items()))
-    tag = f"{spec.image_size}px-{spec.color_mode}-{spec.resample}-{len(rel_paths)}"
+    tag = (f"{spec.image_size}px-{spec.color_mode}-{spec.resample}"
+           f"{'-' + spec.crop if spec.crop else ''}-{len(rel_paths)}")
     return cache.cache_file("pixels", tag, key, ".npy")
 
 

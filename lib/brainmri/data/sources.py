@@ -1,4 +1,8 @@
-"""The two public datasets: where they live on disk, and how to fetch them.
+"""The three public datasets: where they live on disk, and how to fetch them.
+
+``sartaj`` and ``nickparvar`` are four-class datasets with an official Training/Testing
+split. ``br35h`` is a binary tumour / no-tumour collection with no split: it is only
+ever used to evaluate (external validity), never to train or select a model.
 
 A dataset is found, in this order:
 
@@ -36,12 +40,28 @@ class DatasetSpec:
     archive_url: str | None = None  # fallback download when Kaggle is unavailable
     split_folders: dict[str, str] = field(
         default_factory=lambda: {"Training": "train", "Testing": "test"}
-    )
+    )  # on-disk split folder ("." for none) -> official split
     note: str = ""
 
     @property
     def kaggle_url(self) -> str:
         return f"https://www.kaggle.com/datasets/{self.kaggle}"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The canonical labels of this dataset, in folder order."""
+        return tuple(dict.fromkeys(self.class_folders.values()))
+
+    @property
+    def evaluation_only(self) -> bool:
+        """No Training folder: the dataset can score a model, never train one."""
+        return "train" not in self.split_folders.values()
+
+    def layout(self) -> str:
+        """The expected folder layout, for error messages."""
+        splits = [s for s in self.split_folders if s != "."]
+        inner = "{" + ",".join(self.class_folders) + "}/"
+        return f"{self.folder}/" + ("{" + ",".join(splits) + "}/" if splits else "") + inner
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -77,6 +97,22 @@ DATASETS: dict[str, DatasetSpec] = {
             "run lacks 4 no-tumour training images (7,019)."
         ),
     ),
+    "br35h": DatasetSpec(
+        name="br35h",
+        folder="brain-tumor-detection",
+        kaggle="ahmedhamada0/brain-tumor-detection",
+        class_folders={"yes": "tumour", "no": "no_tumor"},
+        citation_key="hamada2020br35h",
+        archive_url=(
+            "https://github.com/ss8319/Br35H-Brain-Tumor-Detection/archive/refs/heads/main.zip"
+        ),
+        split_folders={".": "test"},
+        note=(
+            "Binary (yes = tumour of unknown type, no = no tumour), for external evaluation "
+            "only. Its no images are all inside Nickparvar's notumor folders; the offline "
+            "copy holds 835 of the release's 1,500 yes images."
+        ),
+    ),
 }
 
 
@@ -90,7 +126,8 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def _looks_like_dataset(folder: Path, spec: DatasetSpec) -> bool:
-    """True when ``folder`` holds the Training/Testing layout with this dataset's classes."""
+    """True when ``folder`` holds this dataset's split folders with some of its classes
+    (``check_layout`` then says precisely what is missing)."""
     for split in spec.split_folders:
         split_dir = folder / split
         if not split_dir.is_dir():
@@ -98,6 +135,23 @@ def _looks_like_dataset(folder: Path, spec: DatasetSpec) -> bool:
         if not any((split_dir / c).is_dir() for c in spec.class_folders):
             return False
     return True
+
+
+def check_layout(root: Path, spec: DatasetSpec) -> None:
+    """Every class folder present in every split folder, and none empty; otherwise one
+    error that names the missing or empty folders and the expected layout."""
+    problems = []
+    for split in spec.split_folders:
+        for folder in spec.class_folders:
+            where = root / split / folder
+            if not where.is_dir():
+                problems.append(f"{where} is missing")
+            elif not any(p.is_file() for p in where.rglob("*")):
+                problems.append(f"{where} is empty")
+    if problems:
+        raise DatasetNotFoundError(
+            f"Dataset {spec.name!r} at {root} is incomplete: " + "; ".join(problems)
+            + f". Expected layout: {spec.layout()} with image files in every class folder.")
 
 
 def _candidates(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
@@ -120,10 +174,10 @@ def _not_found_message(spec: DatasetSpec, tried: list[tuple[str, Path]], why: st
         "Looked in:",
         *[f"  - {p} (from {src})" for src, p in tried],
         "Fix it in one of these ways:",
-        f"  1. export {ENV_VAR}=/path/to/folder  where /path/to/folder/{spec.folder}/"
-        "{Training,Testing}/ exist;",
+        f"  1. export {ENV_VAR}=/path/to/folder  where /path/to/folder/{spec.layout()} "
+        "exists;",
         f"  2. download {spec.kaggle_url} by hand and unzip it into "
-        f"data/raw/{spec.folder}/ (so that data/raw/{spec.folder}/Training exists);",
+        f"data/raw/{spec.folder}/ (so that data/raw/{spec.layout()} exists);",
         "  3. give Kaggle access (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY) "
         "and rerun: it is then downloaded with kagglehub.",
     ]
@@ -133,15 +187,16 @@ def _not_found_message(spec: DatasetSpec, tried: list[tuple[str, Path]], why: st
 
 
 def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """Return the folder holding ``Training/`` and ``Testing/`` for dataset ``name``."""
+    """Return the folder holding dataset ``name``'s split and class folders."""
     spec = get_spec(name)
     tried = _candidates(spec, data_dir)
     for _, path in tried:
         if _looks_like_dataset(path, spec):
+            check_layout(path, spec)
             return path.resolve()
     if data_dir:
         why = (f"data_dir={str(data_dir)!r} does not exist" if not Path(data_dir).expanduser()
-               .exists() else f"data_dir={str(data_dir)!r} holds no {spec.folder}/Training "
+               .exists() else f"data_dir={str(data_dir)!r} holds no {spec.layout()} "
                "layout")
         raise DatasetNotFoundError(_not_found_message(spec, tried, why))
     if not download:
@@ -153,9 +208,11 @@ def _find_layout(root: Path, spec: DatasetSpec) -> Path | None:
     """Downloads unpack with varying nesting; find the folder that has the layout."""
     if _looks_like_dataset(root, spec):
         return root
-    for sub in sorted(root.rglob("Training")):
-        if _looks_like_dataset(sub.parent, spec):
-            return sub.parent
+    for class_folder in spec.class_folders:
+        for sub in sorted(p for p in root.rglob(class_folder) if p.is_dir()):
+            for candidate in (sub.parent, sub.parent.parent):
+                if _looks_like_dataset(candidate, spec):
+                    return candidate
     return None
 
 
@@ -178,7 +235,7 @@ def _download(spec: DatasetSpec, tried: list[tuple[str, Path]]) -> Path:
         root = _find_layout(Path(kagglehub.dataset_download(spec.kaggle)), spec)
         if root is not None:
             return _link_into_raw(spec, root)
-        errors.append("kagglehub download has no Training/Testing layout")
+        errors.append(f"kagglehub download has no {spec.layout()} layout")
     except Exception as exc:  # noqa: BLE001 - any failure means "try the next source"
         errors.append(f"kagglehub: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     if spec.archive_url:
@@ -195,7 +252,7 @@ def _download(spec: DatasetSpec, tried: list[tuple[str, Path]]) -> Path:
                 Path(extracted), spec)
             if root is not None:
                 return _link_into_raw(spec, root)
-            errors.append("GitHub archive has no Training/Testing layout")
+            errors.append(f"GitHub archive has no {spec.layout()} layout")
         except Exception as exc:  # noqa: BLE001
             errors.append(f"GitHub archive: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:200]}")

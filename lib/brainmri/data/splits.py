@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from brainmri import CLASS_NAMES
+from brainmri.data.sources import get_spec
 
 SPLITS = ("train", "val", "test")
 
@@ -23,7 +23,7 @@ def assign_splits(inventory: pd.DataFrame, val_fraction: float, seed: int) -> pd
     usable = inventory[inventory["ok"].astype(bool)].sort_values("path").copy()
     usable["split"] = usable["official_split"]
     rng = np.random.default_rng(seed)
-    for label in CLASS_NAMES:
+    for label in sorted(set(usable["label"])):
         members = usable.index[(usable["official_split"] == "train")
                                & (usable["label"] == label)]
         n_val = int(len(members) * val_fraction)
@@ -42,9 +42,12 @@ def subsample(frame: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataF
 
 
 def split_counts(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Long table (dataset, split, class, n) in canonical order."""
+    """Long table (dataset, split, class, n) in canonical order (only the splits the
+    dataset has: an evaluation-only dataset has a test split alone)."""
+    labels = get_spec(dataset).labels
+    splits = [s for s in SPLITS if s in set(frame["split"])] or list(SPLITS)
     counts = (frame.groupby(["split", "label"]).size()
-              .reindex(pd.MultiIndex.from_product([SPLITS, CLASS_NAMES]), fill_value=0))
+              .reindex(pd.MultiIndex.from_product([splits, labels]), fill_value=0))
     out = counts.rename("n").rename_axis(["split", "class"]).reset_index()
     out.insert(0, "dataset", dataset)
     return out

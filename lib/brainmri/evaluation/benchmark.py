@@ -6,7 +6,12 @@ Evaluation sets:
 - ``test_dedup``: the same without the test images that have a copy in Training
   (found by the leakage audit, ``RunFolder.test_with_copy``);
 - ``external``: the *other* dataset's test set, when the model notebook predicted it,
-  minus the images the two datasets share (``RunFolder.overlap``).
+  minus the images the two datasets share (``RunFolder.overlap``);
+- ``external_br35h``: Br35H's tumour images without a copy in any training folder
+  (``RunFolder.external_exclusions``), scored as tumour versus none. Br35H's no-tumour
+  images all lie inside Nickparvar, so the row's specificity is the one on the model's
+  home deduplicated test set (``specificity_on``): a model that calls everything a
+  tumour cannot look good.
 
 Thresholds and temperatures are always fitted on the model's validation predictions
 and applied unchanged to the evaluation sets.
@@ -14,6 +19,8 @@ and applied unchanged to the evaluation sets.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from itertools import combinations
 from pathlib import Path
 
@@ -21,7 +28,8 @@ import pandas as pd
 
 from brainmri.core.runfolder import RunFolder
 from brainmri.evaluation import metrics
-from brainmri.evaluation.predictions import arrays, load_predictions
+from brainmri.evaluation.predictions import DETECTION_SPLIT, arrays, load_predictions
+from brainmri.modeling import ood
 
 COLUMNS = ["model", "dataset", "eval_set", "seed", "n", "accuracy", "loss", "precision_w",
            "recall_w", "f1_w", "f1_macro", "f1_report", "auc_w", "fp", "fn",
@@ -39,6 +47,7 @@ def _read_paths(path: Path, column: str) -> set[str]:
 def eval_sets(run: RunFolder, predictions: dict) -> dict[tuple[str, str], pd.DataFrame]:
     """{(tag, eval_set): predictions frame} for every model of the run."""
     out = {}
+    excluded = run.external_exclusions(DETECTION_SPLIT)
     for (tag, split), frame in predictions.items():
         dataset = frame["dataset"].iloc[0]
         if split == "test":
@@ -50,7 +59,54 @@ def eval_sets(run: RunFolder, predictions: dict) -> dict[tuple[str, str], pd.Dat
             other = frame["eval_dataset"].iloc[0]
             shared = _read_paths(run.overlap(dataset, other), f"{other}_path")
             out[(tag, "external")] = frame[~frame["path"].isin(shared)]
+        elif split == DETECTION_SPLIT and excluded.exists():
+            # Without the audit's exclusion list nothing is scored: copies of training
+            # images would inflate the figure.
+            drop = _read_paths(excluded, "path")
+            out[(tag, EXTERNAL_DETECTION)] = frame[(frame["label"] == "tumour")
+                                                   & ~frame["path"].isin(drop)]
     return out
+
+
+EXTERNAL_DETECTION = "external_br35h"
+
+
+def _ood_entry(run: RunFolder, tag: str) -> dict | None:
+    """The out-of-distribution threshold in the model's sidecar, when it has one."""
+    sidecar = run.model_dir(tag) / "model.json"
+    return json.loads(sidecar.read_text()).get("ood") if sidecar.exists() else None
+
+
+def _specificity_set(sets: dict, tag: str) -> str:
+    """The home set whose no-tumour images pair with an external tumour-only figure: the
+    deduplicated test set, unless it kept no no-tumour image (then the official one)."""
+    dedup = sets.get((tag, "test_dedup"))
+    if dedup is not None and (dedup["label"] == "no_tumor").any():
+        return "test_dedup"
+    return "test"
+
+
+def score_detection(frame: pd.DataFrame, home: pd.DataFrame, val: pd.DataFrame, *,
+                    target_sensitivity: float, n_bootstrap: int, seed: int) -> dict:
+    """Tumour images of another collection: sensitivity (argmax and the validation
+    threshold), missed tumours and a bootstrap interval; specificity from ``home``."""
+    y, probs, _ = arrays(frame)
+    y_val, probs_val, _ = arrays(val)
+    row = {"n": int(len(y)), **metrics.tumour_vs_none(y, probs)}
+    threshold = metrics.threshold_for_sensitivity(y_val, probs_val, target_sensitivity)
+    thresholded = metrics.tumour_vs_none(y, probs, threshold)
+    row.update({"threshold": threshold, "tumour_sensitivity_thr":
+                thresholded["tumour_sensitivity"], "missed_tumours_thr":
+                thresholded["missed_tumours"]})
+    y_home, probs_home, _ = arrays(home)
+    row["no_tumours"] = int((home["label"] == "no_tumor").sum())  # behind the specificity
+    row["tumour_specificity"] = metrics.tumour_vs_none(y_home, probs_home)["tumour_specificity"]
+    row["tumour_specificity_thr"] = metrics.tumour_vs_none(
+        y_home, probs_home, threshold)["tumour_specificity"]
+    _, low, high = metrics.bootstrap_ci(y, probs, metrics.tumour_sensitivity,
+                                        n_resamples=n_bootstrap, seed=seed)
+    row["sens_ci_low"], row["sens_ci_high"] = low, high
+    return row
 
 
 def score(val: pd.DataFrame, frame: pd.DataFrame, *, target_sensitivity: float,
@@ -76,29 +132,44 @@ def score(val: pd.DataFrame, frame: pd.DataFrame, *, target_sensitivity: float,
 
 
 def benchmark(run: RunFolder, *, target_sensitivity: float, n_bootstrap: int, seed: int,
-              ece_bins: int, models: list[str] | None = None) -> pd.DataFrame:
-    """Score every model's predictions in ``run``; one row per (model tag, eval set)."""
+              ece_bins: int, models: list[str] | None = None,
+              exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """Score every model's predictions in ``run`` (or only ``models``, never those in
+    ``exclude``); one row per (model tag, eval set)."""
     predictions = load_predictions(run)
+    sets = eval_sets(run, predictions)
     rows = []
-    for (tag, eval_set), frame in eval_sets(run, predictions).items():
+    for (tag, eval_set), frame in sets.items():
         model = frame["model"].iloc[0]
-        if models and model not in models or (tag, "val") not in predictions or frame.empty:
+        if (models and model not in models or model in exclude
+                or (tag, "val") not in predictions or frame.empty):
             continue
-        row = score(predictions[(tag, "val")], frame, target_sensitivity=target_sensitivity,
-                    n_bootstrap=n_bootstrap, seed=seed, ece_bins=ece_bins)
+        if eval_set == EXTERNAL_DETECTION:
+            on = _specificity_set(sets, tag)
+            row = score_detection(frame, sets[(tag, on)], predictions[(tag, "val")],
+                                  target_sensitivity=target_sensitivity,
+                                  n_bootstrap=n_bootstrap, seed=seed)
+            row["specificity_on"] = on
+        else:
+            row = score(predictions[(tag, "val")], frame, target_sensitivity=target_sensitivity,
+                        n_bootstrap=n_bootstrap, seed=seed, ece_bins=ece_bins)
+        entry = _ood_entry(run, tag)
+        if entry is not None:  # how often predict would say "unlike the training images"
+            row["ood_flagged"] = float(ood.flagged(arrays(frame)[2], entry).mean())
         rows.append({"tag": tag, "model": model, "dataset": frame["dataset"].iloc[0],
                      "eval_set": eval_set, "seed": int(frame["seed"].iloc[0]), **row})
     table = pd.DataFrame(rows)
-    if table.empty:
-        return pd.DataFrame(columns=["tag", *COLUMNS])
-    return table[["tag", *COLUMNS, *[c for c in table.columns
-                                     if c not in COLUMNS and c != "tag"]]]
+    extra = [c for c in table.columns if c not in COLUMNS and c != "tag"]
+    return table.reindex(columns=["tag", *COLUMNS, *extra])
 
 
-def mcnemar_table(run: RunFolder, eval_set: str = "test") -> pd.DataFrame:
-    """McNemar's test for every pair of models scored on the same test images."""
+def mcnemar_table(run: RunFolder, eval_set: str = "test", exclude: Iterable[str] = ()
+                  ) -> pd.DataFrame:
+    """McNemar's test for every pair of models scored on the same test images (models in
+    ``exclude`` left out)."""
     sets = eval_sets(run, load_predictions(run))
-    frames = {tag: f for (tag, s), f in sets.items() if s == eval_set}
+    frames = {tag: f for (tag, s), f in sets.items()
+              if s == eval_set and f["model"].iloc[0] not in exclude}
     rows = []
     for (a, fa), (b, fb) in combinations(sorted(frames.items()), 2):
         if fa["dataset"].iloc[0] != fb["dataset"].iloc[0]:

@@ -190,7 +190,8 @@ def images_for(frame: pd.DataFrame, meta: dict, data_dir) -> tuple[np.ndarray, n
     from brainmri.data.sources import locate
 
     root = locate(frame["eval_dataset"].iloc[0], data_dir)
-    spec = PixelSpec(meta["image_size"], meta["color_mode"], meta["resample"])
+    spec = PixelSpec(meta["image_size"], meta["color_mode"], meta["resample"],
+                     meta.get("crop"))
     raw = load_pixels(root, frame["path"].tolist(), spec, desc="explained images")
     return raw, np.asarray(normalize(raw, meta["normalization"]))
 

@@ -12,14 +12,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from brainmri import CLASS_NAMES
+from brainmri import CLASS_NAMES, LOGIT_COLUMNS, PROB_COLUMNS
 from brainmri.core.files import atomic_write_csv
 from brainmri.core.runfolder import RunFolder, model_tag
 from brainmri.evaluation.metrics import global_metrics, per_class
 from brainmri.modeling.builders import logits_model
 
-PROB_COLUMNS = [f"p_{c}" for c in CLASS_NAMES]
-LOGIT_COLUMNS = [f"z_{c}" for c in CLASS_NAMES]
 #: The columns every predictions file starts with, in this order.
 ID_COLUMNS = ["model", "dataset", "split", "eval_dataset", "seed", "path", "label",
               "prediction"]
@@ -32,15 +30,16 @@ def predict(model, inputs, split: str) -> tuple[np.ndarray, np.ndarray]:
     return logits, softmax(logits, axis=1)
 
 
-def predictions_frame(files: pd.DataFrame, labels: np.ndarray, logits: np.ndarray,
-                      probs: np.ndarray, model: str, dataset: str, split: str, seed: int,
-                      eval_dataset: str | None = None) -> pd.DataFrame:
+def predictions_frame(files: pd.DataFrame, logits: np.ndarray, probs: np.ndarray, model: str,
+                      dataset: str, split: str, seed: int, eval_dataset: str | None = None
+                      ) -> pd.DataFrame:
     """One row per image. ``dataset`` is the training dataset; ``eval_dataset`` the one
-    the images come from (they differ for external evaluation)."""
+    the images come from (they differ for external evaluation). ``label`` is the file's
+    label in its own dataset: one of CLASS_NAMES, or ``tumour`` for a binary dataset."""
     frame = pd.DataFrame({"model": model, "dataset": dataset, "split": split,
                           "eval_dataset": eval_dataset or dataset, "seed": seed,
                           "path": files["path"].to_numpy(),
-                          "label": [CLASS_NAMES[i] for i in labels],
+                          "label": files["label"].to_numpy(),
                           "prediction": [CLASS_NAMES[i] for i in probs.argmax(1)]})
     frame[PROB_COLUMNS] = probs
     frame[LOGIT_COLUMNS] = logits
@@ -54,33 +53,44 @@ def evaluate(model, inputs, run: RunFolder, model_name: str,
     out = {}
     for split in splits:
         logits, probs = predict(model, inputs, split)
-        frame = predictions_frame(inputs.files(split), inputs.arrays[split][1], logits, probs,
-                                  model_name, inputs.dataset.name, split, seed=inputs.seed)
+        frame = predictions_frame(inputs.files(split), logits, probs, model_name,
+                                  inputs.dataset.name, split, seed=inputs.seed)
         atomic_write_csv(frame, run.predictions(tag, split))
         out[split] = frame
     return out
 
 
+#: The split name under which predictions on an evaluation-only dataset are saved.
+DETECTION_SPLIT = "br35h"
+
+
 def evaluate_external(model, inputs, other, run: RunFolder, model_name: str) -> pd.DataFrame:
     """Predict the test set of another dataset (``other``, a data.dataset.Dataset) with
-    the same preprocessing, saved as split ``external``. The benchmark removes the images
-    the two datasets share before scoring."""
+    the same preprocessing. A four-class dataset is saved as split ``external``; the binary
+    Br35H as split ``br35h``. The benchmark removes the images that also lie in the model's
+    training data before scoring."""
     from brainmri.data.inputs import ModelInputs
 
     external = ModelInputs(other, inputs.spec, normalization=inputs.normalization,
                            batch_size=inputs.batch_size, seed=inputs.seed, splits=("test",))
     logits, probs = predict(model, external, "test")
-    frame = predictions_frame(external.files("test"), external.arrays["test"][1], logits, probs,
-                              model_name, inputs.dataset.name, "external", seed=inputs.seed,
+    split = DETECTION_SPLIT if other.spec.evaluation_only else "external"
+    frame = predictions_frame(external.files("test"), logits, probs, model_name,
+                              inputs.dataset.name, split, seed=inputs.seed,
                               eval_dataset=other.name)
-    atomic_write_csv(frame, run.predictions(model_tag(model_name, inputs.dataset.name),
-                                            "external"))
+    atomic_write_csv(frame, run.predictions(model_tag(model_name, inputs.dataset.name), split))
     return frame
+
+
+#: Integer label of a tumour of unknown type (Br35H's "yes"): never a correct four-class
+#: answer, but a tumour for the clinical reading (anything but ``no_tumor``).
+TUMOUR_UNKNOWN = -1
 
 
 def arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(integer labels, probabilities, logits) from a predictions frame."""
-    y = frame["label"].map(CLASS_NAMES.index).to_numpy()
+    codes = {name: i for i, name in enumerate(CLASS_NAMES)} | {"tumour": TUMOUR_UNKNOWN}
+    y = frame["label"].map(codes).to_numpy()
     return y, frame[PROB_COLUMNS].to_numpy(), frame[LOGIT_COLUMNS].to_numpy()
 
 

@@ -8,14 +8,28 @@ and its calibration temperature: without it a saved model cannot be used correct
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from brainmri import CLASS_NAMES, __version__
 from brainmri.core import paths
+from brainmri.core.errors import BrainMRIError
 from brainmri.core.files import atomic_path, atomic_write_json
+from brainmri.data.images import COLOR_MODES
+from brainmri.data.pixels import CROPS, NORMALIZATIONS, RESAMPLE
+from brainmri.modeling import ood
 from brainmri.modeling.builders import GRADCAM_LAYER
+
+#: Sidecar keys without which a model cannot be fed correctly (the rest have defaults).
+REQUIRED_KEYS = ("class_names", "image_size", "color_mode", "normalization")
+
+
+class SavedModelError(BrainMRIError):
+    """A model file or its sidecar cannot be used as is; the message says what to fix."""
 
 
 def metadata(model, model_name: str, inputs, **extra) -> dict:
@@ -23,7 +37,7 @@ def metadata(model, model_name: str, inputs, **extra) -> dict:
     spec = inputs.spec
     return {"model": model_name, "dataset": inputs.dataset.name, "class_names": CLASS_NAMES,
             "image_size": spec.image_size, "color_mode": spec.color_mode,
-            "resample": spec.resample, "normalization": inputs.normalization,
+            "resample": spec.resample, "crop": spec.crop, "normalization": inputs.normalization,
             "gradcam_layer": GRADCAM_LAYER.get(model_name), "parameters": model.count_params(),
             "brainmri": __version__, "saved": datetime.now(UTC).isoformat(), **extra}
 
@@ -57,20 +71,205 @@ def export(model_dir: str | Path, target: str | Path, extra: dict | None = None)
     return target
 
 
-def load_saved(folder_or_file):
-    """(model, metadata) from a folder written by ``train.save`` (or its model.keras).
+def _model_file(folder_or_file) -> Path:
+    path = Path(folder_or_file)
+    try:
+        return path / "model.keras" if path.is_dir() else path
+    except OSError:  # an unreadable parent folder: _check_archive says so
+        return path
 
-    Loaded with ``safe_mode=True``: no arbitrary code from the file runs. The training loss
-    is not needed to predict, so the model is not compiled.
-    """
+
+def sidecar_path(model_file: str | Path) -> Path:
+    """``<stem>.json`` beside a shipped model, else a run folder's ``model.json``."""
+    model_file = Path(model_file)
+    shipped = model_file.with_suffix(".json")  # brainmri_compact.keras -> .json
+    try:
+        return shipped if shipped.exists() else model_file.with_name("model.json")
+    except OSError:
+        return shipped
+
+
+def read_sidecar(model_file: str | Path) -> dict:
+    """The sidecar's content, ``{}`` when there is none; SavedModelError if unreadable."""
+    meta_file = sidecar_path(model_file)
+    try:
+        text = meta_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SavedModelError(f"cannot read {meta_file} ({getattr(exc, 'strerror', None) or exc})"
+                              f"; check its permissions or re-export the model") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SavedModelError(f"{meta_file} is not valid JSON ({exc.msg}, line {exc.lineno}); "
+                              f"restore it from the run's model folder or re-export the "
+                              f"model") from None
+    if not isinstance(meta, dict):
+        raise SavedModelError(f"{meta_file} must hold a JSON object; restore it from the run's "
+                              f"model folder or re-export the model")
+    return meta
+
+
+def update_sidecar(model_file: str | Path, key: str, value: Any) -> Path:
+    """Add or replace one sidecar entry (e.g. ``ood`` for an already-trained model),
+    written atomically so a crash never leaves a half-written sidecar."""
+    meta_file = sidecar_path(_model_file(model_file))
+    if not meta_file.exists():
+        raise SavedModelError(f"{meta_file} not found: only a model with its sidecar can be "
+                              f"updated")
+    meta = read_sidecar(_model_file(model_file))
+    meta[key] = value
+    atomic_write_json(meta, meta_file)
+    return meta_file
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value)
+
+
+def _sidecar_problem(meta: dict) -> str | None:
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        return f"is incomplete (missing {', '.join(missing)})"
+    if list(meta["class_names"]) != list(CLASS_NAMES):
+        return (f"lists classes {meta['class_names']}, but this version predicts "
+                f"{list(CLASS_NAMES)}")
+    size = meta["image_size"]
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 8):
+        return f"has image_size {size!r}; it must be a whole number of pixels, at least 8"
+    for key, allowed in (("color_mode", COLOR_MODES), ("normalization", NORMALIZATIONS),
+                         ("resample", tuple(RESAMPLE)), ("crop", CROPS)):
+        if key in meta and meta[key] not in allowed:
+            return f"has {key} {meta[key]!r}; expected one of {list(allowed)}"
+    temperature = meta.get("temperature", 1.0)
+    if not (_is_number(temperature) and temperature > 0):
+        return (f"has temperature {temperature!r}; the calibration temperature must be a "
+                f"positive number")
+    if "ood" in meta and (problem := ood.check_entry(meta["ood"])):
+        return f"has an unusable ood entry: {problem}"
+    return None
+
+
+def check_sidecar(meta: dict, model_file: str | Path) -> None:
+    """Refuse a sidecar that would feed the model wrongly or produce NaN probabilities."""
+    problem = _sidecar_problem(meta)
+    if problem:
+        raise SavedModelError(f"{sidecar_path(model_file)} {problem}; fix it or re-export the "
+                              f"model with the series")
+
+
+def check_model(model, meta: dict, model_file: str | Path) -> None:
+    """Refuse a model whose inputs or outputs do not match the sidecar and the class list
+    (a 3- or 1-output model would otherwise give confident wrong answers)."""
+    n = len(CLASS_NAMES)
+    channels = 1 if meta["color_mode"] == "grayscale" else 3
+    size = meta["image_size"]
+    where = f"{model_file}"
+    if len(model.inputs) != 1:
+        raise SavedModelError(f"{where} takes {len(model.inputs)} inputs; predict feeds one "
+                              f"image batch. Use a model saved by the series")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4:
+        raise SavedModelError(f"{where} takes inputs of shape {shape}, not image batches "
+                              f"(None, height, width, channels). Use a model saved by the series")
+    if any(side not in (None, size) for side in shape[1:3]) or shape[3] != channels:
+        raise SavedModelError(
+            f"{where} takes {shape[1]}x{shape[2]}x{shape[3]} images but its sidecar says "
+            f"{size}x{size} {meta['color_mode']} ({channels} channel(s)); pair the model with "
+            f"the sidecar saved with it")
+    if len(model.outputs) != 1 or model.outputs[0].shape[-1] != n:
+        widths = [o.shape[-1] for o in model.outputs]
+        raise SavedModelError(
+            f"{where} gives {' + '.join(map(str, widths))} output(s) per image, but predict "
+            f"needs {n}, one per class ({', '.join(CLASS_NAMES)}); use a model trained by "
+            f"the series for these classes")
+    try:
+        logits = model.get_layer("logits")
+    except ValueError:
+        raise SavedModelError(f"{where} has no layer named 'logits' (calibration and the OOD "
+                              f"score need it); use a model built by brainmri") from None
+    if logits.output.shape[-1] != n:
+        raise SavedModelError(f"{where}'s 'logits' layer has {logits.output.shape[-1]} units, "
+                              f"not {n}; use a model trained by the series for these classes")
+
+
+def _check_archive(model_file: Path) -> None:
+    """Clear reasons for files Keras would report confusingly ("File not found" for a
+    file that exists but is not a zip, a KeyError for a zip without config.json)."""
+    try:
+        model_file.stat()
+    except FileNotFoundError:
+        raise SavedModelError(f"model file {model_file} not found; pass a .keras file saved "
+                              f"by the series, with its JSON sidecar beside it") from None
+    except OSError as exc:
+        raise SavedModelError(f"cannot read {model_file} ({exc.strerror or exc}); check the "
+                              f"permissions of the file and its folders") from None
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            names = set(archive.namelist())
+    except IsADirectoryError:
+        raise SavedModelError(f"{model_file} is a folder without model.keras; pass the .keras "
+                              f"file or a run's model folder") from None
+    except PermissionError as exc:
+        raise SavedModelError(f"cannot read {model_file} ({exc.strerror}); check the "
+                              f"permissions of the file and its folders") from None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise SavedModelError(f"{model_file} is not a Keras model file (a .keras file is a zip "
+                              f"archive); pass a .keras file saved by the series") from None
+    if "config.json" not in names:
+        raise SavedModelError(f"{model_file} is an incomplete Keras archive (no config.json "
+                              f"inside); re-save or re-export the model")
+
+
+def _load_keras(model_file: Path):
+    """Load with ``safe_mode=True``: no code stored in the file runs. Uncompiled: the
+    training loss is not needed to predict."""
     import keras
 
-    path = Path(folder_or_file)
-    model_file = path / "model.keras" if path.is_dir() else path
-    meta_file = model_file.with_suffix(".json")  # brainmri_compact.keras -> .json
-    if not meta_file.exists():
-        meta_file = model_file.with_name("model.json")  # a run's model folder
-    if not model_file.exists():
-        raise FileNotFoundError(f"no saved model at {model_file}")
-    metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    return keras.models.load_model(model_file, compile=False, safe_mode=True), metadata
+    _check_archive(model_file)
+    try:
+        return keras.models.load_model(model_file, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types; all mean "unusable"
+        text = " ".join(str(exc).split())
+        if "safe_mode" in text or "arbitrary code" in text:
+            raise SavedModelError(f"{model_file} contains Python code (e.g. a Lambda layer) "
+                                  f"and will not be loaded, since loading would run it; use a "
+                                  f"model saved by the series") from None
+        raise SavedModelError(f"cannot load {model_file} ({type(exc).__name__}: {text[:200]}); "
+                              f"re-save it with the series or pass another model") from None
+
+
+def load_saved(folder_or_file):
+    """(model, metadata) from a folder written by ``train.save`` (or its model.keras);
+    metadata is ``{}`` without a sidecar. Loaded with ``safe_mode=True``: no arbitrary
+    code from the file runs. SavedModelError, one line, for anything unusable."""
+    model_file = _model_file(folder_or_file)
+    _check_archive(model_file)
+    metadata = read_sidecar(model_file)
+    return _load_keras(model_file), metadata
+
+
+def prediction_metadata(folder_or_file) -> dict:
+    """The checked sidecar of a model file that looks loadable: the cheap checks, which
+    ``brainmri predict`` runs before anything slow."""
+    model_file = _model_file(folder_or_file)
+    _check_archive(model_file)
+    metadata = read_sidecar(model_file)
+    if not metadata:
+        raise SavedModelError(f"{sidecar_path(model_file)} is missing; it records the input "
+                              f"size and normalisation the model expects. Copy it from the "
+                              f"run's model folder or re-export the model")
+    check_sidecar(metadata, model_file)
+    return metadata
+
+
+def load_for_prediction(folder_or_file):
+    """(model, metadata) checked against each other and the class list: the sidecar
+    first (cheap), the model after loading. What ``brainmri predict`` uses."""
+    metadata = prediction_metadata(folder_or_file)
+    model_file = _model_file(folder_or_file)
+    model = _load_keras(model_file)
+    check_model(model, metadata, model_file)
+    return model, metadata

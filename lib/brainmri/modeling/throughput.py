@@ -40,7 +40,7 @@ def run(settings: dict, steps: int, warmup: int) -> dict:
     s = settings
     devices.seed_everything(s["seed"])
     ds = data.load(s["dataset"], s["data_dir"], s["val_fraction"], s["seed"])
-    inputs = ModelInputs(ds, PixelSpec(s["image_size"], s["color_mode"], s["resample"]),
+    inputs = ModelInputs(ds, PixelSpec(s["image_size"], s["color_mode"], s["resample"], s["crop"]),
                          normalization=s["normalization"], batch_size=s["batch_size"],
                          augment=s["augment"], seed=s["seed"], splits=("train",))
     real = inputs.train().repeat()

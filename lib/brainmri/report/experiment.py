@@ -8,9 +8,18 @@ shows what is specific to its model. The recipe follows from the parameters:
 - otherwise one phase of ``epochs`` at ``learning_rate``, with the optional cosine
   ``schedule``, ``warmup_epochs``, ``weight_decay`` and ``label_smoothing``.
 
-After training, the validation and test predictions are saved, a temperature is fitted
-on validation and stored in the model's sidecar (so ``brainmri predict`` reports
-calibrated probabilities), ``external_dataset``'s test set is predicted when asked,
+Five options change what a model learns from (chapter 08c measures each): ``crop``
+(the head's square instead of the whole frame), ``extra_training`` (another dataset's
+training images, minus those with a copy in the home validation or test set),
+``drop_source`` (home training images with a copy in that collection left out),
+``restyle`` (a share of the training images take another training image's grey-level
+histogram) and ``bn_reestimate`` (batch-norm statistics recomputed on clean training
+images after training). ``variant`` names such a recipe in file names and tables.
+
+After training, the validation and test predictions are saved, a temperature and an
+out-of-distribution threshold are fitted on validation and stored in the model's sidecar
+(so ``brainmri predict`` reports calibrated probabilities and flags unusual inputs),
+``external_dataset``'s test set is predicted when asked,
 and ``export_to`` ships the model.
 """
 
@@ -20,14 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from brainmri.core.runfolder import model_tag
-from brainmri.data import dataset
+from brainmri.data import dataset, duplicates
 from brainmri.data.inputs import ModelInputs
 from brainmri.data.pixels import PixelSpec
 from brainmri.evaluation import metrics, predictions, published
-from brainmri.modeling import builders, devices, saved, training
+from brainmri.modeling import builders, devices, ood, recalibrate, saved, training
 from brainmri.report import figures
 from brainmri.report.notebook import Params
 
@@ -40,9 +50,53 @@ def inputs_for(p: Params, splits=("train", "val", "test")) -> ModelInputs:
     """The chapter's dataset at its input size, seeded, as tf.data pipelines."""
     devices.seed_everything(p.seed)
     ds = dataset.load(p.dataset, p.data_dir, p.val_fraction, p.seed, p.subset)
-    return ModelInputs(ds, PixelSpec(p.image_size, p.color_mode, p.resample),
-                       normalization=p.normalization, batch_size=p.batch_size,
-                       augment=p.augment, balance=p.balance, seed=p.seed, splits=splits)
+    inputs = ModelInputs(ds, PixelSpec(p.image_size, p.color_mode, p.resample, p.crop),
+                         normalization=p.normalization, batch_size=p.batch_size,
+                         augment=p.augment, balance=p.balance, seed=p.seed, splits=splits)
+    if getattr(p, "drop_source", None):
+        _drop_source(inputs, p)
+    if getattr(p, "extra_training", None):
+        _add_training(inputs, p)
+    if getattr(p, "restyle", 0):
+        inputs.restyle_training(p.restyle, p.seed)
+    return inputs
+
+
+def _drop_source(inputs: ModelInputs, p: Params) -> None:
+    """Leave out the home training images that have a copy in the ``drop_source``
+    collection: when that collection feeds one class only (Br35H's no-tumour half in
+    Nickparvar, chapter 01c), its style is a shortcut to the class."""
+    home = inputs.dataset
+    other = dataset.load(p.drop_source, p.data_dir, p.val_fraction, p.seed)
+    train = home.split("train")
+    rule = {"max_distance": p.max_distance, "min_correlation": p.min_correlation}
+    pairs = duplicates.near_pairs(
+        duplicates.fingerprints(home.root, train["path"].tolist(), home.name),
+        duplicates.fingerprints(other.root, other.files["path"].tolist(), other.name), **rule)
+    drop = np.zeros(len(train), bool)
+    drop[pairs["i"].unique()] = True
+    inputs.drop_training(drop)
+    inputs.dropped = {"source": other.name, "dropped": int(drop.sum()),
+                      "by_class": train[drop].groupby("label").size().to_dict()}
+
+
+def _add_training(inputs: ModelInputs, p: Params) -> None:
+    """Another dataset's training and validation images join the training set, except
+    those with a near copy in the home validation or test images: a duplicate stays on
+    one side of every split."""
+    extra = dataset.load(p.extra_training, p.data_dir, p.val_fraction, p.seed, p.subset)
+    home = inputs.dataset
+    held_out = home.files[home.files["split"].isin(["val", "test"])]
+    candidates = extra.files[extra.files["split"].isin(["train", "val"])]
+    rule = {"max_distance": p.max_distance, "min_correlation": p.min_correlation}
+    pairs = duplicates.near_pairs(
+        duplicates.fingerprints(extra.root, candidates["path"].tolist(), extra.name),
+        duplicates.fingerprints(home.root, held_out["path"].tolist(), home.name), **rule)
+    kept = candidates.drop(candidates.index[pairs["i"].unique()])
+    inputs.add_training(extra.pixels_of(kept["path"], inputs.spec),
+                        kept["label"].map(home.spec.labels.index).to_numpy(np.int32))
+    inputs.extra = {"dataset": extra.name, "added": int(len(kept)),
+                    "dropped_as_copies": int(len(candidates) - len(kept))}
 
 
 def build(p: Params, inputs: ModelInputs):
@@ -137,14 +191,26 @@ class Result:
             ye, pe, _ = predictions.arrays(frame)
             rows[f"{frame['eval_dataset'].iloc[0]} test (external)"] = {
                 "accuracy": metrics.accuracy(ye, pe)}
+        if predictions.DETECTION_SPLIT in self.predictions:
+            frame = self.predictions[predictions.DETECTION_SPLIT]
+            yd, pd_, _ = predictions.arrays(frame[frame["label"] == "tumour"])
+            rows[f"{predictions.DETECTION_SPLIT} tumour images (all)"] = {
+                "tumour sensitivity": metrics.tumour_sensitivity(yd, pd_)}
         return pd.DataFrame(rows).T
+
+
+def display_name(p: Params) -> str:
+    """The model's name in files and tables: the builder, plus the recipe's variant."""
+    variant = getattr(p, "variant", None)
+    return f"{p.model_name}+{variant}" if variant else p.model_name
 
 
 def run(p: Params) -> Result:
     """Train and evaluate the chapter's model; every file goes to ``p.run``."""
     inputs = inputs_for(p)
     model = build(p, inputs)
-    folder = p.run.model_dir(model_tag(p.model_name, p.dataset))
+    name = display_name(p)
+    folder = p.run.model_dir(model_tag(name, p.dataset))
     history = None
     for i, (phase, unfreeze_from, config) in enumerate(phases(p)):
         if unfreeze_from == "backbone":
@@ -153,17 +219,90 @@ def run(p: Params) -> Result:
             training.set_trainable(model, unfreeze_from)
         history = training.fit(model, inputs, config, folder, phase=phase,
                                continue_history=i > 0)
-    frames = predictions.evaluate(model, inputs, p.run, p.model_name)
+    if getattr(p, "bn_reestimate", False):
+        recalibrate.reestimate_batchnorm(model, inputs.eval("train", with_labels=False))
+    frames = predictions.evaluate(model, inputs, p.run, name)
     y_val, _, logits_val = predictions.arrays(frames["val"])
     temperature = metrics.fit_temperature(logits_val, y_val)
     saved.save(model, folder, saved.metadata(
         model, p.model_name, inputs, seed=p.seed, temperature=temperature,
+        ood=ood.sidecar_entry(logits_val),
         training={k: v for k, v in p.values().items() if k not in ("data_dir", "export_to")}))
     other = OTHER_DATASET[p.dataset] if p.external_dataset == "auto" else p.external_dataset
-    if other:
-        external = dataset.load(other, p.data_dir, p.val_fraction, p.seed, p.subset)
-        frames["external"] = predictions.evaluate_external(model, inputs, external, p.run,
-                                                           p.model_name)
+    frames.update(_predict_external(model, inputs, p, name, (other, p.external_binary)))
     if p.export_to:
         saved.export(folder, p.export_to)
     return Result(p, inputs, model, folder, history, frames, temperature)
+
+
+def _predict_external(model, inputs: ModelInputs, p: Params, model_name: str,
+                      datasets: tuple) -> dict[str, pd.DataFrame]:
+    """Predict each named dataset's test images (None entries are skipped), saved under
+    ``model_name``; returns {split name: predictions frame}."""
+    frames = {}
+    for other in filter(None, datasets):
+        external = dataset.load(other, p.data_dir, p.val_fraction, p.seed, p.subset)
+        frame = predictions.evaluate_external(model, inputs, external, p.run, model_name)
+        frames[frame["split"].iloc[0]] = frame
+    return frames
+
+
+def with_reestimated_batchnorm(result: Result) -> Result:
+    """The same trained model with batch-norm statistics recomputed on clean training
+    images, evaluated again under the variant name ``<variant>+bn`` (no retraining)."""
+    import keras
+
+    p = result.p
+    values = {**p.values(), "variant": f"{p.variant or 'base'}+bn", "bn_reestimate": True}
+    q = Params(chapter=p.chapter, run=p.run, **values)
+    model = keras.models.clone_model(result.model)
+    model.set_weights(result.model.get_weights())
+    recalibrate.reestimate_batchnorm(model, result.inputs.eval("train", with_labels=False))
+    name = display_name(q)
+    frames = predictions.evaluate(model, result.inputs, p.run, name)
+    frames.update(_predict_external(model, result.inputs, p, name, (p.external_binary,)))
+    return Result(q, result.inputs, model, result.folder, result.history, frames,
+                  result.temperature)
+
+
+#: Variant names of the ablation's models start with this, so that they never share a
+#: file with a chapter's model trained with the same recipe at full size.
+ABLATION_PREFIX = "ablation-"
+
+
+def ablation(base: dict, variants: list[dict], run_folder, scoring: dict) -> pd.DataFrame:
+    """Train one model per variant (``base`` parameters with the variant's changes), and
+    its batch-norm re-estimated twin when ``also_bn``; score them all like the benchmark.
+
+    One row per model: validation accuracy (the only figure a choice may rest on), the
+    home test and deduplicated test, and the external Br35H tumour images.
+    """
+    from brainmri.evaluation import benchmark
+
+    names = []
+    for variant in variants:
+        changes = {k: v for k, v in variant.items() if k not in ("name", "also_bn")}
+        p = Params(chapter="ablation", run=run_folder,
+                   **{**base, **changes, "variant": ABLATION_PREFIX + variant["name"]})
+        result = run(p)
+        names.append(display_name(p))
+        if variant.get("also_bn"):
+            names.append(display_name(with_reestimated_batchnorm(result).p))
+    scores = benchmark.benchmark(run_folder, models=names, **scoring)
+    table = scores.pivot_table(index="model", columns="eval_set", aggfunc="first",
+                               values=["accuracy", "tumour_sensitivity", "tumour_specificity",
+                                       "sens_ci_low", "sens_ci_high", "n"])
+    val = {name: metrics.accuracy(*predictions.arrays(pd.read_csv(
+        run_folder.predictions(model_tag(name, base["dataset"]), "val")))[:2]) for name in names}
+    out = pd.DataFrame({
+        "val accuracy": pd.Series(val),
+        "test accuracy": table[("accuracy", "test")],
+        "dedup test accuracy": table.get(("accuracy", "test_dedup")),
+        "test specificity": table[("tumour_specificity", "test")],
+        "dedup test specificity": table.get(("tumour_specificity", "test_dedup")),
+        "external sensitivity": table.get(("tumour_sensitivity", "external_br35h")),
+        "external CI low": table.get(("sens_ci_low", "external_br35h")),
+        "external CI high": table.get(("sens_ci_high", "external_br35h")),
+        "external n": table.get(("n", "external_br35h")),
+    })
+    return out.reindex(names)

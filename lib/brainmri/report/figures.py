@@ -316,3 +316,29 @@ def explained_model(e) -> list[plt.Figure]:
                                     list(ex["label"][correct]),
                                     suptitle=f"{e.tag}: Grad-CAM on correctly classified images"))
     return out
+
+
+def external_vs_home(table: pd.DataFrame, home: dict[str, str]) -> plt.Figure:
+    """One row per model: external tumour sensitivity with its 95 % interval (columns
+    ``external sensitivity``, ``external CI low``, ``external CI high``), next to home
+    figures (``home``: legend label -> column). A model that only moved its threshold
+    gains on the left and loses on the right."""
+    names = list(table.index)[::-1]
+    t = table.loc[names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 0.45 * len(names) + 1.4), sharey=True)
+    ext = t["external sensitivity"].to_numpy(float)
+    err = np.vstack([ext - t["external CI low"].to_numpy(float),
+                     t["external CI high"].to_numpy(float) - ext])
+    left.barh(names, ext, xerr=err, color="#c0392b", alpha=0.8, capsize=3)
+    left.set(xlim=(0, 1), xlabel="share of new Br35H tumours found",
+             title="external tumour sensitivity")
+    y = np.arange(len(names))
+    height = 0.8 / len(home)
+    for k, ((label, column), color) in enumerate(zip(home.items(), ("#34495e", "#16a085",
+                                                                     "#e67e22"))):
+        right.barh(y - 0.4 + height * (k + 0.5), t[column], height=height, label=label,
+                   color=color)
+    right.set(xlim=(0.5, 1), title="home test (training dataset)")
+    right.legend(loc="lower left", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -165,7 +165,7 @@ def check_value(profile: Profile, name: str, value: Any, default: Any) -> str | 
         return (f"{name}={value!r}: expected {type(base_default).__name__} "
                 f"(default {base_default!r})")
     choices = (profile.rules.get("choices") or {}).get(name)
-    if choices is not None and value not in choices:
+    if choices is not None and value is not None and value not in choices:
         return f"{name}={value!r}: allowed values are {', '.join(map(str, choices))}"
     bounds = (profile.rules.get("ranges") or {}).get(name)
     if bounds is not None and value is not None:

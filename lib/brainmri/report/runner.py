@@ -147,6 +147,13 @@ def run(profile_name: str, run: str | None = None, only: str | None = None,
                 {**base_entry, "status": "running", "started": time.time()})
         try:
             _execute(step, params, folder, output)
+        except KeyboardInterrupt:  # Ctrl-C: record it, or state.json says "running" forever
+            seconds = round(time.perf_counter() - start, 1)
+            _record(folder, step, params, profile.name,
+                    {**base_entry, "status": "interrupted", "seconds": seconds})
+            print(f"{prefix}: interrupted ({seconds:.1f} s); rerun the same command to "
+                  f"resume", flush=True)
+            raise
         except Exception as exc:  # noqa: BLE001 - reported, then re-raised as a clean error
             seconds = round(time.perf_counter() - start, 1)
             failure = _failure(output, exc)

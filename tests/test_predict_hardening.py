@@ -1,0 +1,506 @@
+"""`brainmri predict` against hostile inputs: malformed images, an output path that would
+overwrite a scan, models and sidecars that do not fit, odd folder entries, Ctrl-C; and
+the ``warning`` column (simple image checks and the energy OOD score)."""
+
+import io
+import json
+import os
+import shutil
+import struct
+import warnings
+import zipfile
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from brainmri import cli
+from brainmri.core.runfolder import RunFolder
+from brainmri.data.images import ImageReadError, ImageWarning, probe, read_image
+from brainmri.modeling import inference, ood, saved
+from synthetic import make_dataset, mri_like
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk with a correct CRC, so that decoders get past the checksum."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _scan(path, size=64, seed=0, label="glioma"):
+    Image.fromarray(mri_like(label, size, np.random.default_rng(seed))).save(path)
+    return path
+
+
+def _damaged_ihdr(path):
+    """The issue's recipe: a valid 64x64 PNG with byte 11 (inside IHDR's length) set to 5."""
+    data = bytearray(_scan(path).read_bytes())
+    data[11] = 5
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _ztxt_bomb(path):
+    """A valid PNG plus a zTXt chunk that inflates to 2 MB (Pillow's limit is 1 MB)."""
+    data = _scan(path).read_bytes()
+    bomb = _chunk(b"zTXt", b"comment\0\0" + zlib.compress(b"x" * 2_000_000, 9))
+    path.write_bytes(data[:33] + bomb + data[33:])  # right after the IHDR chunk
+    return path
+
+
+def _corrupt_exif_jpeg(path):
+    """A JPEG whose EXIF block announces 5 entries but holds 2 bytes: Pillow warns
+    "Corrupt EXIF data" and decodes the pixels anyway."""
+    exif = b"Exif\0\0II*\0" + struct.pack("<IH", 8, 5) + b"\x01\x02"
+    Image.fromarray(mri_like("glioma", 64, np.random.default_rng(1))).save(path, exif=exif)
+    return path
+
+
+def _predict(capsys, *argv):
+    code = cli.main(["predict", *map(str, argv), "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_line_error(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and err.endswith(lines[0] + "\n"), err
+    return lines[0]
+
+
+def _rows(csv) -> pd.DataFrame:
+    table = pd.read_csv(csv, keep_default_na=False)
+    return table.set_index(table["path"].map(lambda p: os.path.basename(p.rstrip("/"))))
+
+
+@pytest.fixture
+def model_file(trained_run):
+    return trained_run[1] / "model.keras"
+
+
+def _model_copy(tmp_path, trained_run, name="copy", **changes):
+    """The tiny trained model in its own folder, with sidecar keys changed (None drops)."""
+    folder = tmp_path / name
+    shutil.copytree(trained_run[1], folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta.update(changes)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder / "model.keras"
+
+
+def _can_lock_folders(tmp_path) -> bool:
+    """chmod 000 stops nothing for root (or on some file systems)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return False
+    probe_dir = tmp_path / "lock-probe"
+    probe_dir.mkdir()
+    probe_dir.chmod(0)
+    try:
+        os.listdir(probe_dir)
+        return False
+    except PermissionError:
+        return True
+    finally:
+        probe_dir.chmod(0o755)
+
+
+# -------------------------------------------------- 1. one malformed PNG stops everything
+
+
+def test_malformed_png_header_or_huge_text_chunk_gives_one_error_row(tmp_path, model_file,
+                                                                     capsys):
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    _scan(folder / "good.png")
+    _damaged_ihdr(folder / "ihdr.png")
+    _ztxt_bomb(folder / "ztxt.png")
+    out = tmp_path / "p.csv"
+    code, _, err = _predict(capsys, folder, "--model", model_file, "--csv", out)
+    assert code == 0 and "Traceback" not in err
+    rows = _rows(out)
+    assert len(rows) == 3 and rows.loc["good.png", "error"] == ""
+    assert "IHDR" in rows.loc["ihdr.png", "error"]
+    assert "too large" in rows.loc["ztxt.png", "error"]
+    assert (rows.loc[["ihdr.png", "ztxt.png"], "prediction"] == "").all()
+
+
+@pytest.mark.parametrize("damage", [_damaged_ihdr, _ztxt_bomb])
+def test_reader_raises_only_image_read_error(tmp_path, damage):
+    path = damage(tmp_path / "x.png")
+    with pytest.raises(ImageReadError):
+        probe(path)
+    with pytest.raises(ImageReadError):
+        read_image(path, "rgb")
+
+
+def test_dataset_inventory_lists_a_malformed_png_instead_of_failing(tmp_path):
+    from brainmri.data.inventory import build_inventory, skipped
+
+    root = make_dataset(tmp_path, "sartaj", {"Training": 2, "Testing": 1}, size=32)
+    class_folder = next(root.rglob("*.jpg")).parent
+    _damaged_ihdr(class_folder / "broken.png")
+    _ztxt_bomb(class_folder / "bomb.png")
+    table = skipped(build_inventory(root, "sartaj", use_cache=False))
+    names = table.set_index(table["path"].map(os.path.basename))
+    assert set(names.index) == {"broken.png", "bomb.png"}
+    assert "IHDR" in names.loc["broken.png", "error"]
+
+
+# ------------------------------------------------------- 2. --csv can overwrite an input
+
+
+def test_csv_that_is_an_input_is_refused_even_with_force(tmp_path, model_file, capsys):
+    scan = _scan(tmp_path / "scan.jpg")
+    before = scan.read_bytes()
+    for target, extra in ((scan, []), (scan, ["--force"]), (tmp_path / "." / "scan.jpg", [])):
+        code, _, err = _predict(capsys, scan, "--model", model_file, "--csv", target, *extra)
+        assert code == 2 and "one of the input files" in _one_line_error(err)
+    code, _, err = _predict(capsys, tmp_path, "--model", model_file, "--csv", scan, "--force")
+    assert code == 2 and "one of the input files" in _one_line_error(err)  # found in a folder
+    assert scan.read_bytes() == before
+
+
+def test_existing_csv_is_replaced_only_with_force(tmp_path, model_file, capsys):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _scan(inbox / "scan.png")
+    out = tmp_path / "out.csv"
+    out.write_text("keep me\n")
+    code, _, err = _predict(capsys, inbox, "--model", model_file, "--csv", out)
+    assert code == 2 and "--force" in _one_line_error(err)
+    assert out.read_text() == "keep me\n"
+    for flag in ("--force", "--overwrite"):
+        code, _, _ = _predict(capsys, inbox, "--model", model_file, "--csv", out, flag)
+        assert code == 0 and len(_rows(out)) == 1
+
+
+def test_unwritable_output_fails_before_any_classification(tmp_path, model_file, capsys,
+                                                           monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("classified before checking the output path")
+
+    monkeypatch.setattr(inference, "predict_files", must_not_run)
+    scan = _scan(tmp_path / "scan.png")
+    (tmp_path / "existing_dir").mkdir()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for target in (f"{tmp_path / 'existing_dir'}/", tmp_path / "existing_dir",
+                   f"{tmp_path / 'new_dir'}/", blocker / "out.csv"):
+        code, _, err = _predict(capsys, scan, "--model", model_file, "--csv", target)
+        assert code == 2, target
+        _one_line_error(err)
+    assert not (tmp_path / "new_dir").exists()
+
+
+# --------------------------------------------------- 3. models with the wrong outputs
+
+
+def _custom_model(folder, trained_run, outputs=4, input_shape=(32, 32, 3), logits="logits",
+                  with_lambda=False):
+    """A model unlike the series' (wrong head, input or names) beside the tiny model's
+    own sidecar (image_size 32, rgb)."""
+    import keras
+
+    inp = keras.Input(input_shape)
+    x = keras.layers.Lambda(lambda t: t * 1.0)(inp) if with_lambda else inp
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    z = keras.layers.Dense(outputs, name=logits)(x)
+    model = keras.Model(inp, keras.layers.Softmax(name="probabilities")(z))
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    shutil.copy(trained_run[1] / "model.json", folder / "model.json")
+    return folder / "model.keras"
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"outputs": 3}, "3 output(s) per image"),
+    ({"outputs": 1}, "1 output(s) per image"),
+    ({"input_shape": (64, 64, 3)}, "takes 64x64x3 images"),
+    ({"input_shape": (32, 32, 1)}, "takes 32x32x1 images"),
+    ({"logits": "scores"}, "no layer named 'logits'"),
+    ({"with_lambda": True}, "contains Python code"),
+])
+def test_model_that_does_not_fit_the_sidecar_is_refused(tmp_path, trained_run, capsys,
+                                                        kwargs, expected):
+    model = _custom_model(tmp_path / "odd", trained_run, **kwargs)
+    scan = _scan(tmp_path / "scan.png")
+    out = tmp_path / "out.csv"
+    code, printed, err = _predict(capsys, scan, "--model", model, "--csv", out)
+    line = _one_line_error(err)
+    assert code == 2 and expected in line and not out.exists() and printed == ""
+    assert "safe_mode" not in line
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"temperature": 0}, "temperature 0"),
+    ({"temperature": -1.5}, "temperature -1.5"),
+    ({"temperature": float("nan")}, "temperature nan"),
+    ({"temperature": "1.0"}, "temperature '1.0'"),
+    ({"image_size": None, "normalization": None}, "missing image_size, normalization"),
+    ({"class_names": ["glioma", "meningioma", "pituitary"]}, "lists classes"),
+    ({"color_mode": "cmyk"}, "color_mode 'cmyk'"),
+    ({"image_size": 64}, "its sidecar says 64x64"),
+    ({"ood": {"score": "energy", "threshold": float("nan")}}, "ood.threshold"),
+])
+def test_sidecar_that_would_mislead_the_model_is_refused(tmp_path, trained_run, capsys,
+                                                         changes, expected):
+    model = _model_copy(tmp_path, trained_run, **changes)
+    code, printed, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model", model)
+    assert code == 2 and expected in _one_line_error(err) and printed == ""
+
+
+# ------------------------------------------------------ 4. tracebacks instead of messages
+
+
+def test_unloadable_model_files_get_one_line(tmp_path, trained_run, capsys):
+    scan = _scan(tmp_path / "scan.png")
+    random_bytes = tmp_path / "random" / "model.keras"
+    random_bytes.parent.mkdir()
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(4000))
+    shutil.copy(trained_run[1] / "model.json", random_bytes.parent)
+    no_config = tmp_path / "noconfig" / "model.keras"
+    no_config.parent.mkdir()
+    with zipfile.ZipFile(no_config, "w") as archive:
+        archive.writestr("metadata.json", "{}")
+    shutil.copy(trained_run[1] / "model.json", no_config.parent)
+    bad_json = _model_copy(tmp_path, trained_run, "badjson")
+    bad_json.with_name("model.json").write_text('{"image_size": 32, "color_')
+    no_sidecar = _model_copy(tmp_path, trained_run, "nosidecar")
+    no_sidecar.with_name("model.json").unlink()
+    for model, expected in ((random_bytes, "is not a Keras model file"),
+                            (no_config, "no config.json"),
+                            (bad_json, "is not valid JSON"),
+                            (no_sidecar, "model.json is missing"),
+                            (tmp_path / "none.keras", "not found")):
+        code, _, err = _predict(capsys, scan, "--model", model)
+        line = _one_line_error(err)
+        assert code == 2 and expected in line, line
+        assert "not found" not in line or model.name == "none.keras"
+
+
+def test_load_saved_gives_clear_errors_to_the_notebooks_too(tmp_path):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(saved.SavedModelError, match="not a Keras model file"):
+        saved.load_saved(tmp_path)
+
+
+def test_unreadable_folders_give_rows_and_messages(tmp_path, trained_run, model_file, capsys):
+    if not _can_lock_folders(tmp_path):
+        pytest.skip("chmod 000 does not stop this user (root?)")
+    inbox = tmp_path / "inbox"
+    locked = inbox / "locked"
+    locked.mkdir(parents=True)
+    _scan(inbox / "good.png")
+    _scan(locked / "inside.png")
+    model = _model_copy(tmp_path, trained_run, "lockedmodel")
+    out = tmp_path / "out.csv"
+    locked.chmod(0)
+    model.parent.chmod(0)
+    try:
+        code, _, err = _predict(capsys, inbox, locked / "inside.png", "--model", model_file,
+                                "--csv", out)
+        assert code == 0 and "Traceback" not in err
+        rows = pd.read_csv(out, keep_default_na=False)
+        assert len(rows) == 3
+        assert rows["error"].str.contains("Permission denied").sum() == 2
+        code, _, err = _predict(capsys, inbox, "--model", model)
+        assert code == 2 and "Permission denied" in _one_line_error(err)
+    finally:
+        locked.chmod(0o755)
+        model.parent.chmod(0o755)
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_output(tmp_path, model_file, capsys,
+                                                      monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference, "predict_files", interrupted)
+    out = tmp_path / "out.csv"
+    code, _, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model", model_file,
+                            "--csv", out)
+    assert code == 130 and "interrupted" in _one_line_error(err) and not out.exists()
+
+
+def test_interrupted_series_step_is_marked_interrupted(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from brainmri.core import paths
+    from brainmri.report import runner
+    from test_pipeline import BASE, _notebook
+
+    nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
+    nbdir.mkdir()
+    pdir.mkdir()
+    for name in ("01_first", "02_second"):
+        _notebook(nbdir / f"{name}.ipynb", "pass")
+    (pdir / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (pdir / "test.yaml").write_text(yaml.safe_dump({"description": "t"}))
+    monkeypatch.setattr(paths, "notebooks_dir", lambda: nbdir)
+    monkeypatch.setenv("BRAIN_MRI_PARAMS", str(pdir))
+    monkeypatch.setattr(runner, "_check_data", lambda resolved: {})
+
+    def execute(step, *args):
+        if step.name.startswith("02"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_execute", execute)
+    code = cli.main(["run", "--profile", "test", "--results-dir", str(tmp_path / "r")])
+    state = json.loads((tmp_path / "r" / "test" / "state.json").read_text())
+    assert code == 130 and "interrupted" in _one_line_error(capsys.readouterr().err)
+    assert [s["status"] for s in state.values()] == ["ok", "interrupted"]
+
+
+# ------------------------------------------------------------------------- 8. minor
+
+
+def test_truncated_jpeg_keeps_the_decoders_reason(tmp_path, model_file, capsys):
+    good = tmp_path / "good.jpg"
+    Image.fromarray(mri_like("glioma", 128, np.random.default_rng(0))).save(good)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[:200])
+    out = tmp_path / "out.csv"
+    code, _, _ = _predict(capsys, cut, good, "--model", model_file, "--csv", out)
+    error = _rows(out).loc["cut.jpg", "error"]
+    assert code == 0 and error != "OSError" and "truncated" in error.lower()
+
+
+def test_odd_folder_entries_each_get_a_row(tmp_path, model_file, capsys):
+    inbox = tmp_path / "inbox"
+    (inbox / "real_folder").mkdir(parents=True)
+    _scan(inbox / "good.png")
+    (inbox / "loop.png").symlink_to("loop.png")
+    (inbox / "dangling.png").symlink_to("gone.png")
+    (inbox / "linked_folder").symlink_to(inbox / "real_folder", target_is_directory=True)
+    os.mkfifo(inbox / "pipe.png")
+    (inbox / ".hidden.png").write_bytes(b"")  # hidden files stay out, as before
+    out = tmp_path / "out.csv"
+    code, _, err = _predict(capsys, inbox, "--model", model_file, "--csv", out)
+    rows = _rows(out)
+    assert code == 0 and "Traceback" not in err
+    assert sorted(rows.index) == ["dangling.png", "good.png", "linked_folder", "loop.png",
+                                  "pipe.png"]
+    assert "link loop" in rows.loc["loop.png", "error"]
+    assert "broken symbolic link" in rows.loc["dangling.png", "error"]
+    assert "not followed" in rows.loc["linked_folder", "error"]
+    assert "named pipe" in rows.loc["pipe.png", "error"]
+
+
+def test_decoder_warnings_go_to_the_files_row_not_stderr(tmp_path, model_file, capsys):
+    exif = _corrupt_exif_jpeg(tmp_path / "exif.jpg")
+    out = tmp_path / "out.csv"
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        code, _, err = _predict(capsys, exif, "--model", model_file, "--csv", out)
+    row = _rows(out).loc["exif.jpg"]
+    assert code == 0 and row["error"] == "" and "Corrupt EXIF data" in row["warning"]
+    assert not [w for w in shown if "EXIF" in str(w.message)] and "EXIF" not in err
+    with pytest.warns(ImageWarning, match=r"exif\.jpg: Corrupt EXIF data"):
+        read_image(exif, "rgb")  # the data layer names the file when it warns
+
+
+# --------------------------------------------------------------- the warning column
+
+
+def test_warning_column_flags_blank_tiny_and_stretched_images(tmp_path, trained_run, capsys):
+    model_file = _model_copy(tmp_path, trained_run, ood=None)  # a sidecar from before OOD
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _scan(inbox / "normal.png")
+    Image.new("L", (64, 64), 128).save(inbox / "blank.png")
+    Image.fromarray(mri_like("glioma", 8, np.random.default_rng(0))).save(inbox / "tiny.png")
+    stretched = mri_like("glioma", 200, np.random.default_rng(0))[:40]
+    Image.fromarray(stretched).save(inbox / "stretched.png")
+    code, printed, err = _predict(capsys, inbox, "--model", model_file)
+    assert code == 0
+    assert printed.splitlines()[0].endswith(",warning,error")
+    rows = pd.read_csv(io.StringIO(printed), keep_default_na=False)
+    rows = rows.set_index(rows["path"].map(os.path.basename))
+    assert rows.loc["normal.png", "warning"] == ""
+    assert "near-constant" in rows.loc["blank.png", "warning"]
+    assert "small image" in rows.loc["tiny.png", "warning"]
+    assert "aspect ratio" in rows.loc["stretched.png", "warning"]
+    assert "3 with a warning" in err
+    assert err.count("no 'ood' threshold") == 1  # said once, not per file
+
+
+def test_ood_threshold_in_the_sidecar_flags_unusual_images(tmp_path, trained_run, capsys):
+    run_dir, model_dir, _ = trained_run
+    val = RunFolder(run_dir).predictions("compact_cnn-sartaj", "val")
+    entry = ood.from_predictions(val)
+    model = _model_copy(tmp_path, trained_run, ood=entry)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _scan(inbox / "scan.png", size=32)
+    out = tmp_path / "out.csv"
+    code, _, err = _predict(capsys, inbox, "--model", model, "--csv", out)
+    assert code == 0 and "no 'ood' threshold" not in err
+    for threshold, flagged in ((-1e9, True), (1e9, False)):
+        saved.update_sidecar(model, "ood", {**entry, "threshold": threshold})
+        code, _, _ = _predict(capsys, inbox, "--model", model, "--csv", out, "--force")
+        assert ("out of distribution" in _rows(out).loc["scan.png", "warning"]) is flagged
+
+
+def test_energy_sign_and_threshold_false_alarm_rate():
+    confident, flat = np.array([[9.0, 0, 0, 0]]), np.zeros((1, 4))
+    assert ood.energy(confident)[0] < ood.energy(flat)[0]  # lower energy = more typical
+    z = np.random.default_rng(0).normal(size=(1000, 4)) * 3
+    from scipy.special import logsumexp
+
+    assert np.allclose(ood.energy(z, 2.0), -2.0 * logsumexp(z / 2.0, axis=1))
+    for rate in (0.01, 0.05, 0.2):
+        flagged = (ood.energy(z) > ood.threshold(z, rate)).mean()
+        assert rate - 0.002 <= flagged <= rate
+    assert (ood.energy(z[:50]) > ood.threshold(z[:50], 0.01)).sum() == 0  # never above rate
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError):
+            ood.threshold(z, bad)
+    with pytest.raises(ValueError):
+        ood.energy(z, 0.0)
+
+
+def test_ood_entry_from_saved_predictions_and_sidecar_update(tmp_path, trained_run):
+    from brainmri.evaluation import predictions
+
+    assert ood.LOGIT_COLUMNS is predictions.LOGIT_COLUMNS  # one definition, in brainmri
+    run_dir, _, _ = trained_run
+    path = RunFolder(run_dir).predictions("compact_cnn-sartaj", "val")
+    frame = pd.read_csv(path)
+    entry = ood.from_predictions(path)
+    assert entry == ood.from_predictions(frame)
+    assert entry["score"] == "energy" and entry["false_alarm_rate"] == 0.01
+    assert entry["n_val"] == len(frame) and np.isfinite(entry["threshold"])
+    _, _, logits = predictions.arrays(frame)
+    assert entry["threshold"] == ood.threshold(logits, 0.01)
+    with pytest.raises(ValueError, match="no validation rows"):
+        ood.from_predictions(frame.assign(split="test"))
+    model = _model_copy(tmp_path, trained_run)
+    before = json.loads(model.with_name("model.json").read_text())
+    saved.update_sidecar(model, "ood", entry)
+    after = json.loads(model.with_name("model.json").read_text())
+    assert after == {**before, "ood": entry}
+    assert saved.prediction_metadata(model)["ood"] == entry
+    assert list(model.parent.glob(".*tmp*")) == []  # atomic: no temporary left behind
+
+
+def test_decoder_warnings_stay_with_their_file_across_threads(tmp_path):
+    """The data layer decodes in thread pools: each file gets its own warnings, and the
+    process-wide warning state is as it was afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from brainmri.data.images import decode
+
+    files = [_corrupt_exif_jpeg(tmp_path / f"exif{i}.jpg") if i % 2 else
+             _scan(tmp_path / f"clean{i}.png", seed=i) for i in range(40)]
+    filters, show = list(warnings.filters), warnings.showwarning
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: decode(p, "rgb").warnings, files))
+    for path, notes in zip(files, results):
+        assert bool(notes) == path.name.startswith("exif"), (path.name, notes)
+    assert warnings.filters == filters and warnings.showwarning is show
