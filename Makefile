@@ -10,6 +10,7 @@ DATASET    ?=
 RUN        ?= $(PROFILE)
 ONLY       ?=
 PYTEST_ARGS ?=
+LAB_ARGS   ?=
 STAMP      := $(VENV)/.installed
 
 export PYTHONDONTWRITEBYTECODE := 1
@@ -17,7 +18,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # pip reads this; without it, unrelated index warnings flood the log on some machines.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env data run book report test lint bench browser-deps serve publish clean-cache
+.PHONY: help env data run book html lab report test lint bench browser-deps serve publish clean-cache
 
 help:
 	@echo "make report   environment + data + the $(PROFILE) series + the book (PROFILE=quick|full|reference)"
@@ -25,6 +26,8 @@ help:
 	@echo "make lint     ruff on lib/ and tests/"
 	@echo "make run      run the notebook series only (PROFILE, DATASET, ONLY=01,02)"
 	@echo "make book     build the book from results/\$$RUN (RUN defaults to PROFILE)"
+	@echo "make html     one standalone HTML page per notebook of results/\$$RUN, in its html/"
+	@echo "make lab      JupyterLab on notebooks/ with the project's kernel (LAB_ARGS=--no-browser ...)"
 	@echo "make bench    input-pipeline benchmark (cached data vs synthetic tensors)"
 	@echo "make serve    serve _build/html on http://localhost:8000"
 	@echo "make publish  push _build/html to the gh-pages branch (ghp-import)"
@@ -50,6 +53,15 @@ run: env
 
 book: env
 	$(BRAINMRI) book --run $(RUN)
+
+html: env
+	$(BRAINMRI) html --run $(RUN)
+
+# Rooted at the project (params/, lib/ and results/ stay reachable), opening notebooks/;
+# new notebooks get the kernel `make env` installed. Containers often run as root.
+lab: env
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+	  --MappingKernelManager.default_kernel_name=python3 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 report: env
 	$(BRAINMRI) data fetch --dataset $(or $(DATASET),all)

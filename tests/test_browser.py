@@ -56,10 +56,11 @@ def server(built_book):
 
 
 def _offline_cdn(message: str, server: str) -> bool:
-    """A CDN script (MathJax) that cannot load because this machine has no internet.
+    """A CDN resource that cannot load because this machine has no internet.
 
-    The published site loads it normally; a failure to load anything served by the book
-    itself, or any JavaScript exception, still fails the test.
+    None is expected (MathJax ships with the book, see test_maths_render_offline); a
+    failure to load anything served by the book itself, or any JavaScript exception,
+    still fails the test.
     """
     url = message.split(" ", 1)[0]
     return (url.startswith("https://") and not url.startswith(server)
@@ -115,3 +116,65 @@ def test_landing_page_screenshot(browser, server):
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
     assert "brainmri" in title.lower() or "brain" in title.lower()
+
+
+#: Resolves once MathJax has typeset the page ('none': the page has no maths, so Sphinx
+#: loads no MathJax; 'missing': maths but no MathJax after 20 s).
+_TYPESET = """
+const done = arguments[arguments.length - 1];
+if (!document.querySelector('.math.notranslate')) { done('none'); return; }
+const start = Date.now();
+const wait = () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(() => done('typeset'), e => done('failed: ' + e));
+  } else if (Date.now() - start > 20000) { done('missing'); } else { setTimeout(wait, 100); }
+};
+wait();
+"""
+
+#: What a reader sees of the maths: raw TeX delimiters left in visible text (outside
+#: code), math elements without MathJax output, TeX errors, and where MathJax came from.
+_MATHS = r"""
+const raw = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const el = node.parentElement;
+  if (!el || el.closest('pre, code, script, style, textarea')) continue;
+  if (!(el.checkVisibility ? el.checkVisibility() : el.getClientRects().length)) continue;
+  if (/\\[(\[]/.test(node.textContent)) raw.push(node.textContent.trim().slice(0, 60));
+}
+const maths = Array.from(document.querySelectorAll('.math.notranslate'));
+return {
+  raw: raw,
+  maths: maths.length,
+  rendered: maths.filter(m => m.querySelector('mjx-container')).length,
+  errors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.textContent),
+  scripts: Array.from(document.scripts).map(s => s.src).filter(s => /mathjax/i.test(s)),
+};
+"""
+
+
+def test_maths_render_offline_on_every_page(browser, server, built_book):
+    r"""MathJax ships with the book: every page's maths is typeset without the internet,
+    so no reader sees raw TeX such as \(10^{-4}\)."""
+    browser.set_script_timeout(30)
+    problems, maths_per_page = [], {}
+    for page in _pages(built_book):
+        browser.get(f"{server}/{page}")
+        status = browser.execute_async_script(_TYPESET)
+        seen = browser.execute_script(_MATHS)
+        maths_per_page[page] = seen["maths"]
+        if status not in ("none", "typeset"):
+            problems.append(f"{page}: MathJax {status}")
+        if seen["raw"]:
+            problems.append(f"{page}: raw TeX visible: {seen['raw'][:3]}")
+        if seen["rendered"] < seen["maths"]:
+            problems.append(f"{page}: {seen['maths'] - seen['rendered']} of {seen['maths']} "
+                            f"formulas not typeset")
+        if seen["errors"]:
+            problems.append(f"{page}: TeX errors: {seen['errors'][:3]}")
+        foreign = [src for src in seen["scripts"] if not src.startswith(server)]
+        if foreign:
+            problems.append(f"{page}: MathJax not served by the book: {foreign}")
+    assert not problems, "\n".join(problems)
+    assert maths_per_page.get("book/metrics.html", 0) > 20, "the metrics chapter lost its maths"

@@ -78,6 +78,8 @@ def test_external_rows_score_only_tumour_images_without_a_training_copy(trained_
     assert row["tumour_specificity"] == pytest.approx(
         rows.loc[row["specificity_on"], "tumour_specificity"])
     # the README and model-card tables show the row, blank where a figure does not apply
+    headline = tables.headline_table(rows.reset_index())
+    assert headline.splitlines()[2].endswith(f"| {100 * row['tumour_sensitivity']:.1f} |")
     for rendered in (tables.table(rows.reset_index()), tables.card_table(rows.reset_index())):
         line = next(x for x in rendered.splitlines() if "external_br35h" in x)
         assert "nan" not in line and f"{100 * row['tumour_sensitivity']:.1f}" in line

@@ -2,6 +2,7 @@
 
 - ``brainmri run``         run the notebook series with papermill (a profile of params/)
 - ``brainmri book``        build the Jupyter Book from one run's executed notebooks
+- ``brainmri html``        one standalone HTML page per executed notebook of a run
 - ``brainmri predict``     classify image files or folders with a saved model
 - ``brainmri data``        find (``where``) or download (``fetch``) the datasets
 - ``brainmri throughput``  training throughput on real vs synthetic batches
@@ -126,6 +127,14 @@ def _book(args) -> int:
     return 0
 
 
+def _html(args) -> int:
+    from brainmri.report.export import export_run
+
+    pages = export_run(args.run, Path(args.results_dir) if args.results_dir else None)
+    print(f"{len(pages)} page(s) written to {pages[0].parent}")
+    return 0
+
+
 def _data(args) -> int:
     from brainmri.core.errors import DatasetNotFoundError
     from brainmri.data.sources import DATASETS, locate
@@ -157,10 +166,11 @@ def _throughput(args) -> int:
 
 
 def _tables(args) -> int:
+    from brainmri.core import paths
     from brainmri.report.tables import update_all
 
     for path in update_all(args.run):
-        print(f"{path.name} updated from results/{args.run}/metrics.csv")
+        print(f"{path.relative_to(paths.project_root())} updated from results/{args.run}/")
     return 0
 
 
@@ -180,6 +190,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default=None, help="parent of run folders")
     p.add_argument("--no-strict", action="store_true", help="do not fail on warnings")
     p.set_defaults(func=_book)
+
+    p = sub.add_parser("html", help="export a run's executed notebooks to standalone HTML")
+    p.add_argument("--run", default="quick", help="results/<run> to export")
+    p.add_argument("--results-dir", default=None, help="parent of run folders")
+    p.set_defaults(func=_html)
 
     p = sub.add_parser("predict", help="classify image files or folders (searched recursively)")
     p.add_argument("paths", nargs="+", help="image files and/or folders")

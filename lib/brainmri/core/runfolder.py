@@ -53,6 +53,11 @@ class RunFolder:
         return self.root / "notebooks"
 
     @property
+    def html(self) -> Path:
+        """Standalone HTML pages of the executed notebooks (``brainmri html``)."""
+        return self.root / "html"
+
+    @property
     def state(self) -> Path:
         return self.root / "state.json"
 

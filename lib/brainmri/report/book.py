@@ -4,6 +4,11 @@
 ``book/notebooks/`` (a staging folder, not committed) and runs ``jupyter-book build``
 with warnings as errors. A notebook that the table of contents lists but the run did
 not execute gets a one-paragraph page saying so, and the build prints its name.
+
+The maths renderer travels with the book, so that equations render offline: MathJax 3
+from the ``django-static-mathjax`` package (MathJax's own npm files) is copied into
+``_build/static/mathjax/``, which ``_config.yml`` lists as a static folder and names in
+``mathjax_path``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError
 
 STAGE = Path("book") / "notebooks"
+#: Static files the book serves (``html_static_path`` in _config.yml); not committed.
+STATIC = Path("_build") / "static"
+#: The MathJax component the book loads (the one Sphinx takes from a CDN by default).
+MATHJAX_BUNDLE = "tex-mml-chtml.js"
 
 
 def toc_notebooks(root: Path | None = None) -> list[str]:
@@ -60,10 +69,38 @@ def stage(run_dir: Path, root: Path | None = None) -> list[str]:
     return missing
 
 
+def stage_mathjax(root: Path | None = None) -> Path:
+    """Copy MathJax into the book's static files, instead of loading it from a CDN that
+    offline readers (and the browser test) cannot reach."""
+    root = root or paths.project_root()
+    try:
+        import mathjax  # the django-static-mathjax package: MathJax's npm files, no Django
+    except ImportError:
+        raise BrainMRIError("django-static-mathjax is missing (the book's maths renderer): "
+                            "run make env.") from None
+    source = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    if not (source / MATHJAX_BUNDLE).is_file():
+        raise BrainMRIError(f"{source} holds no {MATHJAX_BUNDLE}: reinstall "
+                            f"django-static-mathjax (requirements.txt pins the version).")
+
+    def unused(folder: str, names: list[str]) -> list[str]:
+        """The other combined bundles and the SVG output (the book loads one bundle, which
+        renders with CHTML): a third of the size."""
+        if Path(folder) == source:
+            return [n for n in names if n.endswith(".js") and n != MATHJAX_BUNDLE]
+        return [n for n in names if n.startswith("svg")] if Path(folder).name == "output" else []
+
+    target = root / STATIC / "mathjax"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=unused)
+    return target
+
+
 def build(run: str = "quick", results_root: Path | None = None, strict: bool = True) -> Path:
     root = paths.project_root()
     run_dir = (results_root or paths.results_root()) / run
     missing = stage(run_dir, root)
+    stage_mathjax(root)
     if missing:
         print(f"note: run {run!r} has no executed notebook for: {', '.join(missing)} "
               f"(placeholder pages used)", file=sys.stderr)

@@ -1,5 +1,11 @@
 """Figures shared by the chapters, and their one style. Each plotting function returns
-the matplotlib Figure it drew."""
+the matplotlib Figure it drew.
+
+The style is seaborn's theme, set once in :func:`set_style`. The book shows a figure at
+its natural size, or shrunk to its text column (676 CSS px) when wider, so the fonts are
+sized for the widest chart, :data:`MAX_WIDTH` inches: tick and legend labels then stay
+at 9 pt or more on the page. Charts wider than that are wrapped or capped.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +14,39 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from brainmri import CLASS_NAMES
 
 CLASS_COLORS = dict(zip(CLASS_NAMES, ("#c0392b", "#2980b9", "#7f8c8d", "#27ae60")))
 SPLIT_COLORS = {"train": "#34495e", "val": "#e67e22", "test": "#16a085"}
 
+#: The book's text column in CSS px (sphinx-book-theme); wider figures are shrunk to it.
+BOOK_COLUMN_PX = 676
+#: Widest chart (inches, at 100 dpi) whose tick and legend labels stay >= 9 pt in the book.
+MAX_WIDTH = 10.0
+#: seaborn "notebook" fonts x 1.2: ticks and legends 13.2 pt, so 9.3 pt at MAX_WIDTH.
+FONT_SCALE = 1.2
+
 
 def set_style() -> None:
-    """The figure style of every chapter, set in this one place."""
-    import matplotlib as mpl
-
-    mpl.rcParams.update({
+    """The figure style of every chapter, set in this one place (seaborn's theme)."""
+    sns.set_theme(context="notebook", style="ticks", font_scale=FONT_SCALE, rc={
         "figure.dpi": 100, "savefig.dpi": 110, "figure.figsize": (8, 4),
         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": False,
-        "font.size": 10, "axes.titlesize": 11, "image.cmap": "gray",
+        "image.cmap": "gray",
     })
 
 
 def class_balance(counts: pd.DataFrame, title: str = "") -> plt.Figure:
     """Grouped bars: images per class, one bar per split (``counts``: split, class, n)."""
-    table = counts.pivot(index="class", columns="split", values="n").reindex(CLASS_NAMES)
-    table = table[[s for s in SPLIT_COLORS if s in table.columns]]
+    splits = [s for s in SPLIT_COLORS if s in set(counts["split"])]
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / len(table.columns)
-    x = np.arange(len(table))
-    for j, split in enumerate(table.columns):
-        bars = ax.bar(x + (j - (len(table.columns) - 1) / 2) * width, table[split], width,
-                      label=split, color=SPLIT_COLORS[split])
-        ax.bar_label(bars, fontsize=8, padding=1)
-    ax.set_xticks(x, table.index)
-    ax.set_ylabel("images")
+    sns.barplot(counts, x="class", y="n", hue="split", order=CLASS_NAMES, hue_order=splits,
+                palette=SPLIT_COLORS, estimator="sum", errorbar=None, saturation=1, ax=ax)
+    for bars in ax.containers:
+        ax.bar_label(bars, fontsize="small", padding=1)
+    ax.set(xlabel="", ylabel="images")
     ax.legend(title="split", frameon=False)
     ax.set_title(title or "Images per class and split")
     return fig
@@ -96,14 +104,30 @@ def size_and_mode(inventory: pd.DataFrame) -> plt.Figure:
 
 def histogram_by_class(values: dict[str, np.ndarray], xlabel: str, title: str,
                        bins: int = 64, density: bool = True) -> plt.Figure:
+    """One step histogram per class on shared bins; ``density`` normalises each class.
+    The counts come from numpy (the arrays can hold millions of pixels; seaborn on the
+    raw values takes seconds) and seaborn draws them as weights."""
+    labels = list(values)
+    arrays = [np.ravel(v) for v in values.values()]
+    filled = [a for a in arrays if a.size] or [np.zeros(1)]  # a class may have no images
+    edges = np.histogram_bin_edges([min(float(a.min()) for a in filled),
+                                    max(float(a.max()) for a in filled)], bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    long = pd.DataFrame({
+        "value": np.tile(centres, len(labels)),
+        "weight": np.concatenate([np.histogram(a, edges)[0] for a in arrays]),
+        "class": pd.Categorical(np.repeat(labels, len(centres)), labels)})
+    palette = ({k: CLASS_COLORS[k] for k in labels}
+               if all(k in CLASS_COLORS for k in labels) else None)
     fig, ax = plt.subplots(figsize=(8, 3.4))
-    for label, v in values.items():
-        ax.hist(np.ravel(v), bins=bins, histtype="step", density=density, lw=1.4,
-                label=label, color=CLASS_COLORS.get(label))
+    sns.histplot(long, x="value", weights="weight", hue="class", hue_order=labels,
+                 palette=palette, bins=bins, binrange=(edges[0], edges[-1]),
+                 stat="density" if density else "count", common_norm=False, element="step",
+                 fill=False, linewidth=1.4, ax=ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density" if density else "count")
     ax.set_title(title)
-    ax.legend(frameon=False)
+    sns.move_legend(ax, "best", title=None, frameon=False)
     return fig
 
 
@@ -152,15 +176,13 @@ def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, title: str = "") 
     """Counts and row-normalised (recall) confusion matrices side by side."""
     from brainmri.evaluation.metrics import confusion
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, normalize, fmt in ((axes[0], None, "{:.0f}"), (axes[1], "true", "{:.2f}")):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, normalize, fmt in ((axes[0], None, ".0f"), (axes[1], "true", ".2f")):
         cm = confusion(y_true, y_pred, normalize)
-        ax.imshow(cm.to_numpy(), cmap="Blues", vmin=0)
-        for (i, j), v in np.ndenumerate(cm.to_numpy()):
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=9,
-                    color="white" if v > cm.to_numpy().max() * 0.6 else "black")
-        ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=30)
-        ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+        sns.heatmap(cm, annot=True, fmt=fmt, cmap="Blues", vmin=0, cbar=False,
+                    linewidths=0.5, ax=ax)
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+        ax.tick_params(axis="y", labelrotation=0)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title("counts" if normalize is None else "share of each true class")
@@ -173,49 +195,65 @@ def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, title: str = "") 
 def grouped_bars(table: pd.DataFrame, title: str, ylabel: str = "", log: bool = False
                  ) -> plt.Figure:
     """One group per row of ``table``, one bar per column."""
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) * len(table.columns) / 2), 3.6))
-    width = 0.8 / len(table.columns)
-    x = np.arange(len(table))
-    for j, column in enumerate(table.columns):
-        ax.bar(x + (j - (len(table.columns) - 1) / 2) * width, table[column], width,
-               label=str(column))
-    ax.set_xticks(x, table.index, rotation=20)
+    groups, series = [str(i) for i in table.index], [str(c) for c in table.columns]
+    long = pd.DataFrame({"group": np.repeat(groups, len(series)),
+                         "series": np.tile(series, len(groups)),
+                         "value": table.to_numpy(float).ravel()})
+    width = min(MAX_WIDTH, max(6, 0.6 * len(groups) * len(series)))
+    fig, ax = plt.subplots(figsize=(width, 4.4), layout="constrained")
+    sns.barplot(long, x="group", y="value", hue="series", order=groups, hue_order=series,
+                errorbar=None, saturation=1, legend=False, ax=ax)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right", rotation_mode="anchor")
     if log:
         ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
+    ax.set(xlabel="", ylabel=ylabel, title=title)
+    # Under the chart, in rows: inside, it would hide bars once the width is capped.
+    fig.legend(ax.containers, series, loc="outside lower center", ncols=min(len(series), 4),
+               frameon=False)
     return fig
 
 
 def curves_grid(histories: dict[str, pd.DataFrame]) -> plt.Figure:
-    """Training curves of several models side by side (loss on top, accuracy below)."""
+    """Training curves of several models side by side (loss on top, accuracy below),
+    three models to a row of panels so that the figure stays within MAX_WIDTH."""
     n = len(histories)
-    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5), squeeze=False, sharey="row")
-    for col, (tag, history) in enumerate(histories.items()):
+    ncols = min(3, n)
+    blocks = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(2 * blocks, ncols, figsize=(3.3 * ncols, 5 * blocks),
+                             squeeze=False)
+    for unused in range(n, blocks * ncols):
+        block, col = divmod(unused, ncols)
+        axes[2 * block, col].axis("off")
+        axes[2 * block + 1, col].axis("off")
+    for i, (tag, history) in enumerate(histories.items()):
+        block, col = divmod(i, ncols)
         epochs = np.arange(1, len(history) + 1)
         for row, metric in enumerate(("loss", "accuracy")):
-            ax = axes[row, col]
-            ax.plot(epochs, history[metric], "o-", ms=2, color="#34495e", label="train")
-            ax.plot(epochs, history[f"val_{metric}"], "o-", ms=2, color="#e67e22",
+            ax = axes[2 * block + row, col]
+            if i:  # one y scale per metric across all models, as before
+                ax.sharey(axes[row, 0])
+            ax.plot(epochs, history[metric], "o-", ms=3, color="#34495e", label="train")
+            ax.plot(epochs, history[f"val_{metric}"], "o-", ms=3, color="#e67e22",
                     label="validation")
             if row == 0:
-                ax.set_title(tag, fontsize=9)
+                ax.set_title(tag, fontsize="medium")
                 ax.set_yscale("log")
             ax.set_xlabel("epoch" if row == 1 else "")
-        axes[0, 0].set_ylabel("loss (log)")
-        axes[1, 0].set_ylabel("accuracy")
-    axes[1, 0].legend(frameon=False, fontsize=8)
+            if col == 0:
+                ax.set_ylabel("loss (log)" if row == 0 else "accuracy")
+            else:
+                ax.tick_params(which="both", labelleft=False)
+    axes[1, 0].legend(frameon=False)
     fig.tight_layout()
     return fig
 
 
-def _panels(n: int, per_row: int = 4):
-    """A grid of ``n`` square-ish panels, at most ``per_row`` wide; unused cells hidden."""
+def _panels(n: int, per_row: int = 2):
+    """A grid of ``n`` square-ish panels, at most ``per_row`` wide (two keep the figure
+    within MAX_WIDTH with room for each panel's legend); unused cells hidden."""
     ncols = min(per_row, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 4.2 * nrows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes
@@ -236,10 +274,10 @@ def reliability_diagrams(items: dict[str, tuple], n_bins: int = 15) -> plt.Figur
             table = reliability(y, p, n_bins).dropna()
             ax.plot(table["confidence"], table["accuracy"], "o-", ms=3, color=color,
                     label=f"{label} (ECE {ece(y, p, n_bins):.3f})")
-        ax.set_title(tag, fontsize=9)
+        ax.set_title(tag, fontsize="medium")
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
-        ax.legend(frameon=False, fontsize=7, loc="upper left")
+        ax.legend(frameon=False, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -252,10 +290,10 @@ def roc_grid(curves: dict[str, dict]) -> plt.Figure:
         ax.plot([0, 1], [0, 1], color="#bbb", lw=1)
         for name, (fpr, tpr, auc) in per_class.items():
             ax.plot(fpr, tpr, color=CLASS_COLORS[name], lw=1.3, label=f"{name} {auc:.2f}")
-        ax.set_title(tag, fontsize=9)
+        ax.set_title(tag, fontsize="medium")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.legend(frameon=False, fontsize=7, loc="lower right")
+        ax.legend(frameon=False, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -339,6 +377,6 @@ def external_vs_home(table: pd.DataFrame, home: dict[str, str]) -> plt.Figure:
         right.barh(y - 0.4 + height * (k + 0.5), t[column], height=height, label=label,
                    color=color)
     right.set(xlim=(0.5, 1), title="home test (training dataset)")
-    right.legend(loc="lower left", fontsize=9)
+    right.legend(loc="lower left")
     fig.tight_layout()
     return fig

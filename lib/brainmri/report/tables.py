@@ -87,6 +87,29 @@ def card_table(metrics: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def headline_table(metrics: pd.DataFrame) -> str:
+    """Markdown for the book's results chapter: one row per model, accuracy on the
+    official and deduplicated test sets, and the external figures."""
+    wide = metrics.pivot_table(index=["model", "dataset"], columns="eval_set", aggfunc="first",
+                               values=["accuracy", "acc_ci_low", "acc_ci_high", "n",
+                                       "tumour_sensitivity"])
+    lines = ["| model | trained on | official test accuracy % (95 % CI) | deduplicated test "
+             "accuracy % (n) | other dataset's test accuracy % | Br35H new tumours found % |",
+             "|---|---|---:|---:|---:|---:|"]
+    for (model, dataset), r in wide.iterrows():
+        def get(value, eval_set, row=r):
+            return row.get((value, eval_set), float("nan"))
+        dedup_n = get("n", "test_dedup")
+        lines.append(
+            f"| {model} | {dataset} | "
+            f"{_ci(get('accuracy', 'test'), get('acc_ci_low', 'test'), get('acc_ci_high', 'test'))}"
+            f" | {_pct(get('accuracy', 'test_dedup'))}"
+            f"{'' if pd.isna(dedup_n) else f' ({int(dedup_n)})'} | "
+            f"{_pct(get('accuracy', 'external'))} | "
+            f"{_pct(get('tumour_sensitivity', 'external_br35h'))} |")
+    return "\n".join(lines)
+
+
 def ablation_table(ablation: pd.DataFrame) -> str:
     """Markdown for chapter 08c's table (``ablation.csv``): one row per variant."""
     lines = ["| variant | validation accuracy % | test accuracy % | test specificity % | "
@@ -132,6 +155,11 @@ def update_all(run: str) -> list[Path]:
     root = paths.project_root()
     update(root / "README.md", folder.metrics, run)
     written = [root / "README.md"]
+    results = root / "book" / "results.md"
+    if results.exists() and "<!-- headline:start -->" in results.read_text():
+        _replace_block(results, "headline", headline_table(pd.read_csv(folder.metrics)),
+                       folder.metrics.name, run)
+        written.append(results)
     card = root / "models" / "README.md"
     if card.exists():
         update(card, folder.metrics, run, model=shipped_model(root))

@@ -1,0 +1,209 @@
+"""What a reader gets outside the papermill series: a chapter opened and run by hand (as
+in JupyterLab, ``make lab``), ``make lab`` itself, the standalone HTML export
+(``brainmri html``) and the chapters' figures at the size the book shows them."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from brainmri import CLASS_NAMES
+from brainmri.core import paths
+from brainmri.core.runfolder import INTERACTIVE
+from synthetic import make_dataset
+
+ROOT = paths.project_root()
+
+
+def _execute(nb: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
+    """Run every cell in the notebook's own kernel, as JupyterLab's "Run All" would; the
+    first failing cell raises CellExecutionError with its traceback."""
+    NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+def test_a_chapter_runs_by_hand_with_its_defaults(tmp_path, monkeypatch):
+    """01_data_exploration without papermill: no injected parameters, so ``run_dir`` is
+    None and the chapter writes to the interactive run folder of BRAIN_MRI_RESULTS."""
+    data = tmp_path / "data"
+    make_dataset(data, "sartaj", {"Training": 8, "Testing": 3}, size=32)
+    make_dataset(data, "nickparvar", {"Training": 8, "Testing": 3}, size=32, seed=1)
+    make_dataset(data, "br35h", {"Testing": 8}, size=32, seed=2)
+    monkeypatch.setenv("BRAIN_MRI_DATA", str(data))
+    monkeypatch.setenv("BRAIN_MRI_RESULTS", str(tmp_path / "results"))
+    source = paths.notebooks_dir() / "01_data_exploration.ipynb"
+
+    nb = _execute(nbformat.read(source, 4), cwd=paths.notebooks_dir())
+
+    interactive = tmp_path / "results" / INTERACTIVE
+    counts = pd.read_csv(interactive / "split_counts.csv")
+    assert set(counts["dataset"]) == {"sartaj", "nickparvar", "br35h"}  # base.yaml's datasets
+    assert (interactive / "skipped.csv").is_file()
+    figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert figures >= 6  # class balance, examples and sizes for each dataset
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_make_lab_serves_the_notebooks_with_the_project_kernel(tmp_path):
+    """``make lab`` opens notebooks/ from the project root with "Python 3 (brainmri)"."""
+    port, token = _free_port(), "brainmri-test"
+    extra = f"--no-browser --port={port} --ServerApp.token={token}"
+    log = tmp_path / "lab.log"
+    with log.open("w") as out:  # -o: use the environment as built, never reinstall it here
+        lab = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "lab",
+                                f"LAB_ARGS={extra}"], cwd=ROOT, stdout=out, stderr=out,
+                               start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str):
+        with urllib.request.urlopen(f"{base}{path}?token={token}") as response:
+            return response.url, json.loads(response.read() or "null")
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                _, specs = get("/api/kernelspecs")
+                break
+            except OSError:
+                if lab.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"make lab did not start:\n{log.read_text()[-2000:]}")
+                time.sleep(0.5)
+        default = specs["kernelspecs"][specs["default"]]["spec"]
+        assert default["display_name"] == "Python 3 (brainmri)"
+        assert Path(default["argv"][0]).parent == Path(sys.executable).parent
+        _, root = get("/api/contents")
+        assert {"notebooks", "params", "lib"} <= {item["name"] for item in root["content"]}
+        with urllib.request.urlopen(f"{base}/?token={token}") as response:  # redirects
+            assert response.url.split("?")[0] == f"{base}/lab/tree/notebooks"
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        lab.wait(timeout=30)
+
+
+def _tagged_notebook() -> nbformat.NotebookNode:
+    cell = nbformat.v4
+    nb = cell.new_notebook(cells=[
+        cell.new_markdown_cell("# Export check\n\nText every reader should see."),
+        cell.new_code_cell("print('hidden-cell-source-marker')",
+                           metadata={"tags": ["remove-cell"]}),
+        cell.new_code_cell("print('shown' + '-output-' + 'marker')  # hidden-input-marker",
+                           metadata={"tags": ["remove-input"]}),
+        cell.new_code_cell("print('hidden' + '-output-' + 'marker')",
+                           metadata={"tags": ["remove-output"]}),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (brainmri)",
+                                 "language": "python"}
+    return nb
+
+
+def test_brainmri_html_exports_each_notebook_hiding_what_the_book_hides(tmp_path):
+    run = tmp_path / "results" / "demo"
+    (run / "notebooks").mkdir(parents=True)
+    nb = _execute(_tagged_notebook(), cwd=tmp_path)
+    assert "hidden-cell-source-marker" in str(nb.cells[1].outputs)  # it did run
+    nbformat.write(nb, run / "notebooks" / "00_demo.ipynb")
+
+    proc = subprocess.run([sys.executable, "-m", "brainmri", "html", "--run", "demo",
+                           "--results-dir", str(tmp_path / "results")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+    html = (run / "html" / "00_demo.html").read_text()
+    assert "Text every reader should see." in html
+    assert "shown-output-marker" in html
+    for hidden in ("hidden-cell-source-marker", "hidden-input-marker", "hidden-output-marker"):
+        assert hidden not in html, hidden
+
+
+def test_brainmri_html_says_what_to_do_without_executed_notebooks(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "brainmri", "html", "--run", "nothing",
+                           "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "run the series first" in proc.stderr
+
+
+def _smallest_label_pt_in_book(fig) -> float:
+    """Smallest tick or legend label, in points, once the book shrinks the figure (drawn
+    at its dpi, cropped tight as Jupyter does) to its text column."""
+    from brainmri.report import figures
+
+    fig.canvas.draw()
+    width_px = fig.get_tightbbox(fig.canvas.get_renderer()).width * fig.dpi
+    shrink = min(1.0, figures.BOOK_COLUMN_PX / width_px)
+    texts = [t for ax in fig.axes if ax.axison
+             for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    texts += [t for legend in legends for t in legend.get_texts()]
+    # An image pixel is a CSS pixel (1/96 in); a point is 1/72 in.
+    return min(t.get_fontsize() for t in texts) * fig.dpi / 96 * shrink
+
+
+def test_chart_labels_stay_readable_in_the_book():
+    """Tick and legend labels of every chart are at least 9 pt as the book shows them."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from brainmri.evaluation.metrics import roc_curves
+    from brainmri.report import figures
+
+    matplotlib.use("Agg")
+    figures.set_style()
+    assert matplotlib.rcParams["image.cmap"] == "gray"
+    rng = np.random.default_rng(0)
+    counts = pd.DataFrame([{"split": s, "class": c, "n": int(rng.integers(50, 900))}
+                           for s in ("train", "val", "test") for c in CLASS_NAMES])
+    pixels = {c: rng.integers(0, 256, (8, 32, 32, 1)) for c in CLASS_NAMES}
+    y = rng.integers(0, 4, 300)
+    probs = rng.dirichlet(np.ones(4), 300)
+    history = pd.DataFrame({"loss": np.linspace(2, 0.3, 6), "val_loss": np.linspace(2, 0.5, 6),
+                            "accuracy": np.linspace(0.3, 0.9, 6),
+                            "val_accuracy": np.linspace(0.3, 0.8, 6)})
+    models = [f"model_{i}_cnn-nickparvar" for i in range(7)]
+    table = pd.DataFrame(rng.random((7, 6)), index=models,
+                         columns=["accuracy", "precision_w", "recall_w", "f1_w", "f1_macro",
+                                  "auc_w"])
+    inventory = pd.DataFrame({"ok": True, "label": rng.choice(CLASS_NAMES, 100),
+                              "width": rng.integers(200, 600, 100),
+                              "height": rng.integers(200, 600, 100),
+                              "mode": rng.choice(["RGB", "L"], 100)})
+    external = pd.DataFrame({"external sensitivity": [0.5, 0.7], "external CI low": [0.4, 0.6],
+                             "external CI high": [0.6, 0.8], "acc": [0.9, 0.95]},
+                            index=["a", "b"])
+    charts = {
+        "class_balance": figures.class_balance(counts),
+        "histogram_by_class": figures.histogram_by_class(pixels, "pixel value", "Raw pixels"),
+        "confusion_matrices": figures.confusion_matrices(y, probs.argmax(1), "a model"),
+        "grouped_bars": figures.grouped_bars(table, "Test metrics by model"),
+        "curves_grid": figures.curves_grid({m: history for m in models}),
+        "training_curves": figures.training_curves(history),
+        "reliability_diagrams": figures.reliability_diagrams(
+            {m: (y, probs, probs) for m in models[:5]}),
+        "roc_grid": figures.roc_grid({m: roc_curves(y, probs) for m in models[:5]}),
+        "size_and_mode": figures.size_and_mode(inventory),
+        "compare_bars": figures.compare_bars({"a": 1, "b": 2}, {"a": 1.5, "b": 2.5}, "t"),
+        "external_vs_home": figures.external_vs_home(external, {"accuracy": "acc"}),
+    }
+    small = {}
+    for name, fig in charts.items():
+        assert isinstance(fig, plt.Figure), name
+        if (pt := _smallest_label_pt_in_book(fig)) < 9:
+            small[name] = round(pt, 1)
+        plt.close(fig)
+    assert not small, f"labels under 9 pt in the book: {small}"
