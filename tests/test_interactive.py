@@ -207,3 +207,100 @@ def test_chart_labels_stay_readable_in_the_book():
             small[name] = round(pt, 1)
         plt.close(fig)
     assert not small, f"labels under 9 pt in the book: {small}"
+
+
+# --- chapter 11: try the model ----------------------------------------------------------
+
+def _glioma_png(folder: Path, size: int = 96) -> Path:
+    from PIL import Image
+
+    from synthetic import mri_like
+
+    path = folder / "example.png"
+    Image.fromarray(mri_like("glioma", size, np.random.default_rng(3))).save(path)
+    return path
+
+
+def test_explain_file_matches_predict_and_draws_grad_cam(trained_run, tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from brainmri.modeling import inference, saved
+    from brainmri.report import tryout
+
+    matplotlib.use("Agg")
+    _, model_dir, _ = trained_run
+    image = _glioma_png(tmp_path)
+
+    result = tryout.explain_file(image, model_dir)
+
+    model, meta = saved.load_for_prediction(model_dir)
+    row = inference.predict_files([image], model, meta, batch_size=1, show_progress=False)
+    assert list(result.probabilities.index) == list(CLASS_NAMES)
+    assert np.allclose(result.probabilities.to_numpy(),
+                       row[[f"p_{c}" for c in CLASS_NAMES]].to_numpy()[0], atol=1e-6)
+    assert result.prediction == row["prediction"][0] == result.probabilities.idxmax()
+    assert result.warning == row["warning"][0]
+    size = meta["image_size"]
+    assert result.gradcam.shape == (size, size) and np.isfinite(result.gradcam).all()
+    assert result.gradcam.max() > result.gradcam.min()  # a map, not a blank
+    assert isinstance(result.bars, plt.Figure) and isinstance(result.overlay, plt.Figure)
+    plt.close("all")
+
+    blank = tmp_path / "blank.png"  # near-constant and small: the warning column says so
+    Image.fromarray(np.full((12, 12), 7, np.uint8)).save(blank)
+    warning = tryout.explain_file(blank, model_dir).warning
+    assert "near-constant" in warning and "small image" in warning
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(tryout.TryoutError, match="broken.jpg: ") as caught:
+        tryout.explain_file(broken, model_dir)
+    assert "\n" not in str(caught.value)
+    plt.close("all")
+
+
+def test_example_file_is_looked_for_in_nickparvar_and_missing_says_so_in_one_line(tmp_path):
+    from brainmri.report import tryout
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "data", "nickparvar", {"Training": 1, "Testing": 1}, size=16)
+    found = tryout.example_file("Testing/glioma/img 000.jpg", tmp_path / "data")
+    assert found.is_file() and found.parent.name == "glioma"
+    absolute = _glioma_png(tmp_path)
+    assert tryout.example_file(str(absolute), None) == absolute  # no dataset needed
+    for name, data_dir, why in (("Testing/glioma/x.jpg", tmp_path / "data", "not found"),
+                                ("Testing/glioma/x.jpg", tmp_path / "nowhere", "Nickparvar")):
+        with pytest.raises(tryout.TryoutError, match=why) as caught:
+            tryout.example_file(name, data_dir)
+        assert "\n" not in str(caught.value)
+
+
+def test_try_the_model_notebook_runs_headless_with_a_given_model_and_image(trained_run,
+                                                                           tmp_path):
+    """Chapter 11 as the series runs it: its parameters injected in place of the
+    ``parameters`` cell (as papermill does), a tiny model and a synthetic image."""
+    from brainmri.report import tryout
+
+    _, model_dir, _ = trained_run
+    image = _glioma_png(tmp_path)
+    nb = nbformat.read(paths.notebooks_dir() / "11_try_the_model.ipynb", 4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = (f"params = {{'model_path': {str(model_dir)!r}, "
+                   f"'example_image': {str(image)!r}}}\nrun_dir = {str(tmp_path / 'run')!r}")
+
+    nb = _execute(nb, cwd=paths.notebooks_dir())
+
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    texts = [o.get("text") or o.get("data", {}).get("text/plain", "") for o in outputs]
+    table = next(t for t in texts if t.lstrip().startswith(CLASS_NAMES[0])).splitlines()
+    assert table[0].split() == list(CLASS_NAMES)
+    shown = np.array([float(v) for v in table[1].split()[1:]])
+    expected = tryout.explain_file(image, model_dir)
+    assert np.allclose(shown, expected.probabilities.to_numpy(), atol=1e-4)
+    assert any(t.startswith(f"example.png: {expected.prediction}; warning: ") for t in texts)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # bars and Grad-CAM
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for o in outputs)  # the upload widgets, inert without a live kernel

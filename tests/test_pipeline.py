@@ -76,12 +76,54 @@ def test_parameters_flow_from_base_and_profile_to_the_notebook(project):
     assert _first(run_dir) == {"size": 7, "dataset": "sartaj"}
     executed = nbformat.read(run_dir / "notebooks" / "01_first.ipynb", 4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert '"size": 7' in injected[0].source and str(root) in injected[0].source
+    assert '"size": 7' in injected[0].source
+    # the run folder lies outside the project: named through the variable the runner sets
+    assert 'run_dir = "$BRAIN_MRI_RESULTS/test"' in injected[0].source
+    assert str(root) not in (run_dir / "notebooks" / "01_first.ipynb").read_text()
+    hidden = [c for c in executed.cells
+              if {"injected-parameters", "parameters"} & set(c.metadata.get("tags", []))]
+    assert len(hidden) == 2 and all("remove-cell" in c.metadata.tags for c in hidden)
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["profile"] == "test" and set(env["wall_time_s"]) == {"01_first", "02_second"}
     assert "keras" in env["packages"]
     recorded = yaml.safe_load((run_dir / "params.yaml").read_text())
     assert recorded["steps"]["01_first"]["size"] == 7
+
+
+def test_executed_notebooks_name_no_path_of_the_machine(project):
+    root, _ = project
+    _notebook(root / "notebooks" / "01_first.ipynb",
+              WRITE_FIRST + "\nimport warnings\nwarnings.warn('a warning names its file')\n"
+              "print(p.run.root, p.run.root.resolve())\np.run.root / 'first.json'")
+    run_dir = runner.run("test", results_root=root / "results")
+    text = (run_dir / "notebooks" / "01_first.ipynb").read_text()
+    assert "$BRAIN_MRI_RESULTS/test\\n" in text  # printed; and the cell's PosixPath:
+    assert "PosixPath('$BRAIN_MRI_RESULTS/test/first.json')" in text
+    assert "<cell>:" in text and "UserWarning" in text
+    for machine in (str(root), str(root.resolve()), "/tmp/"):
+        assert machine not in text
+    metadata = nbformat.read(run_dir / "notebooks" / "01_first.ipynb", 4).metadata.papermill
+    assert metadata.input_path == "notebooks/01_first.ipynb"
+    assert metadata.output_path == "$BRAIN_MRI_RESULTS/test/notebooks/01_first.ipynb"
+
+
+def test_data_dir_is_injected_relative_or_as_a_variable(tmp_path, monkeypatch):
+    from brainmri.core.runfolder import RunFolder
+
+    inside = RunFolder(paths.project_root() / "results" / "x")
+    injected, env = runner._portable(inside, {"data_dir": str(tmp_path / "data"), "seed": 1})
+    assert injected == {"params": {"data_dir": "$BRAIN_MRI_DATA", "seed": 1},
+                        "run_dir": "results/x"}
+    assert env == {"BRAIN_MRI_DATA": str(tmp_path / "data")}
+    monkeypatch.setenv("BRAIN_MRI_DATA", env["BRAIN_MRI_DATA"])
+    assert notebook.local_path("$BRAIN_MRI_DATA", "data_dir") == tmp_path / "data"
+    project_data = paths.project_root() / "data" / "raw"
+    injected, env = runner._portable(inside, {"data_dir": str(project_data)})
+    assert injected["params"]["data_dir"] == "data/raw" and env == {}
+    assert notebook.local_path("data/raw", "data_dir") == project_data
+    monkeypatch.delenv("BRAIN_MRI_RESULTS", raising=False)
+    with pytest.raises(BrainMRIError, match=r"\$BRAIN_MRI_RESULTS, which is not set"):
+        notebook.local_path("$BRAIN_MRI_RESULTS/quick", "run_dir")
 
 
 def test_a_notebook_opened_by_hand_gets_base_defaults(project):

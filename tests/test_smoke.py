@@ -56,6 +56,38 @@ def test_results_files_hold_real_values(quick_run):
     assert all(isinstance(s, (int, float)) for s in env["wall_time_s"].values())
 
 
+def _json_text_without_images(path):
+    """The notebook's JSON text with base64 images blanked: a PNG's bytes may spell
+    "/tmp/" by chance, and they name no path."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            for mime in data:
+                if mime.startswith("image/") and mime != "image/svg+xml":
+                    data[mime] = ""
+    return json.dumps(nb, ensure_ascii=False)
+
+
+def test_executed_notebooks_name_no_machine_path_and_hide_plumbing(quick_run):
+    from brainmri.core import paths
+
+    root, data = paths.project_root(), quick_run["data_root"]
+    machine = {str(root), str(root.resolve()), str(data), str(data.resolve()), "/tmp/", "/home/"}
+    executed = sorted((quick_run["run_dir"] / "notebooks").glob("*.ipynb"))
+    assert executed
+    for path in executed:
+        text = _json_text_without_images(path)
+        found = sorted(m for m in machine if m in text)
+        assert not found, f"{path.name} contains {found}"
+        nb = nbformat.read(path, 4)
+        for tag in ("injected-parameters", "parameters"):
+            cells = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+            assert len(cells) == 1, f"{path.name}: {len(cells)} {tag} cells"
+            assert "remove-cell" in cells[0].metadata.tags, f"{path.name}: {tag} shown"
+        assert nb.metadata.papermill.input_path.startswith("notebooks/"), path.name
+
+
 def test_raw_data_is_byte_identical_after_the_run(quick_run):
     for name, before in quick_run["digests_before"].items():
         assert _digest(quick_run["data_root"] / name) == before, name
@@ -67,3 +99,16 @@ def test_book_builds_with_every_toc_page(built_book):
     assert (built_book / "index.html").exists()
     for stem in toc_notebooks():
         assert (built_book / "book" / "notebooks" / f"{stem}.html").exists(), stem
+
+
+def test_book_pages_hide_parameters_and_name_no_machine_path(built_book, quick_run):
+    from brainmri.core import paths
+
+    machine = {str(paths.project_root()), str(quick_run["data_root"]), "/tmp/"}
+    for page in sorted((built_book / "book" / "notebooks").glob("*.html")):
+        html = page.read_text()
+        # myst-nb marks each cell shown with its tags as classes (tag_parameters)
+        assert "tag_injected-parameters" not in html and "tag_parameters" not in html, \
+            page.name
+        found = sorted(m for m in machine if m in html)
+        assert not found, f"{page.name} contains {found}"

@@ -113,5 +113,10 @@ def build(run: str = "quick", results_root: Path | None = None, strict: bool = T
         raise BrainMRIError(f"jupyter-book build failed (exit {result.returncode}); "
                             f"the warnings above name the pages.")
     html = root / "_build" / "html"
+    # Browsers ask for /favicon.ico whatever the page says, and the theme renders no icon
+    # link here: serve the book's icon there too, so that no page logs a 404.
+    favicon = yaml.safe_load((root / "_config.yml").read_text()).get("html", {}).get("favicon")
+    if favicon:
+        shutil.copy2(root / favicon, html / "favicon.ico")
     print(f"book built from results/{run}: {html / 'index.html'}")
     return html

@@ -15,9 +15,12 @@ runner with its profile's values, while each value is written in one place only.
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError, ProfileError
 from brainmri.core.runfolder import RunFolder
 from brainmri.report import figures, profiles
@@ -47,11 +50,30 @@ def parameters(chapter: str, params: dict[str, Any] | None = None) -> dict[str, 
     return {**defaults, **params}
 
 
+def local_path(value: str | os.PathLike, name: str) -> Path:
+    """A path parameter as the runner injects it, as a path of this machine.
+
+    The runner writes no absolute path into a notebook: a path is relative to the project
+    root, or starts with a variable it sets for the kernel (``$BRAIN_MRI_RESULTS/quick``,
+    ``$BRAIN_MRI_DATA``)."""
+    text = os.path.expandvars(os.fspath(value))
+    unset = re.search(r"\$\{?([A-Za-z_]\w*)", text)
+    if unset:
+        raise BrainMRIError(f"{name}={os.fspath(value)!r} names ${unset.group(1)}, which is not "
+                            f"set: export it, or pass the folder itself.")
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else paths.project_root() / path
+
+
 def setup(chapter: str, params: dict[str, Any] | None = None,
           run_dir: str | None = None) -> Params:
     """Call once at the top of a chapter; returns its parameters and run folder."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     values = parameters(chapter, params)
+    if values.get("data_dir"):
+        values["data_dir"] = str(local_path(values["data_dir"], "data_dir"))
+    if run_dir is not None:
+        run_dir = str(local_path(run_dir, "run_dir"))
     figures.set_style()
     try:
         from IPython import get_ipython
