@@ -121,11 +121,11 @@ def tumour_vs_none(y_true: np.ndarray, probs: np.ndarray, threshold: float | Non
 
 def threshold_for_sensitivity(y_true: np.ndarray, probs: np.ndarray, target: float = 0.99
                               ) -> float:
-    """The largest threshold on P(no_tumor) whose tumour sensitivity is at least ``target``.
+    """The smallest threshold on P(no_tumor) whose tumour sensitivity is at least ``target``.
 
     A tumour is missed when its P(no_tumor) reaches the threshold, so allowing
     k = floor((1 - target) * n_tumours) misses puts the threshold just above the
-    (k+1)-th largest P(no_tumor) among tumours. The largest such threshold calls the
+    (k+1)-th largest P(no_tumor) among tumours. The smallest such threshold calls the
     most healthy images "no tumour" (best specificity) while meeting the target.
     Chosen on validation, applied unchanged to test.
     """
