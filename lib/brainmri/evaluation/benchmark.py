@@ -138,6 +138,7 @@ def benchmark(run: RunFolder, *, target_sensitivity: float, n_bootstrap: int, se
     ``exclude``); one row per (model tag, eval set)."""
     predictions = load_predictions(run)
     sets = eval_sets(run, predictions)
+    ood_entries = {tag: _ood_entry(run, tag) for tag, _ in sets}  # one sidecar read per model
     rows = []
     for (tag, eval_set), frame in sets.items():
         model = frame["model"].iloc[0]
@@ -153,7 +154,7 @@ def benchmark(run: RunFolder, *, target_sensitivity: float, n_bootstrap: int, se
         else:
             row = score(predictions[(tag, "val")], frame, target_sensitivity=target_sensitivity,
                         n_bootstrap=n_bootstrap, seed=seed, ece_bins=ece_bins)
-        entry = _ood_entry(run, tag)
+        entry = ood_entries[tag]
         if entry is not None:  # how often predict would say "unlike the training images"
             row["ood_flagged"] = float(ood.flagged(arrays(frame)[2], entry).mean())
         rows.append({"tag": tag, "model": model, "dataset": frame["dataset"].iloc[0],

@@ -186,12 +186,12 @@ def images_for(frame: pd.DataFrame, meta: dict, data_dir) -> tuple[np.ndarray, n
     """(raw uint8 pixels, model-ready inputs) of the images of a predictions frame, in its
     row order: read by the frame's ``path`` column, so row *i* of the maps always belongs
     to row *i* of the predictions, whatever subset the model was evaluated on."""
-    from brainmri.data.pixels import PixelSpec, load_pixels, normalize
+    from brainmri.data.pixels import load_pixels, normalize
     from brainmri.data.sources import locate
+    from brainmri.modeling.saved import pixel_spec
 
     root = locate(frame["eval_dataset"].iloc[0], data_dir)
-    spec = PixelSpec(meta["image_size"], meta["color_mode"], meta["resample"],
-                     meta.get("crop"))
+    spec = pixel_spec(meta)
     raw = load_pixels(root, frame["path"].tolist(), spec, desc="explained images")
     return raw, np.asarray(normalize(raw, meta["normalization"]))
 

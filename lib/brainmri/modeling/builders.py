@@ -47,10 +47,6 @@ def _head(x):
     return L.Softmax(name="probabilities")(logits)
 
 
-def keras_home() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-
-
 def resolve_weights(weights: str | None, family: str) -> str | None:
     """``imagenet`` / a local file / ``none`` -> what keras.applications expects.
 
@@ -71,7 +67,9 @@ def resolve_weights(weights: str | None, family: str) -> str | None:
 
 
 def _unavailable(family: str, exc: Exception) -> WeightsUnavailableError:
-    target = keras_home() / "models" / IMAGENET_FILES[family]
+    # Named by its variable, not expanded: the message lands in executed notebooks.
+    target = ("$KERAS_HOME/models/" if "KERAS_HOME" in os.environ else "~/.keras/models/") \
+        + IMAGENET_FILES[family]
     return WeightsUnavailableError(
         f"skipped: ImageNet weights unavailable for {family} "
         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}).\n"

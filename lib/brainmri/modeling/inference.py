@@ -22,6 +22,7 @@ from brainmri.data.images import ImageReadError, decode
 from brainmri.data.pixels import PixelSpec, crop_to_head, normalize, resize
 from brainmri.modeling import ood
 from brainmri.modeling.builders import logits_model
+from brainmri.modeling.saved import pixel_spec
 
 DEFAULT_MODEL = Path("models") / "brainmri_compact.keras"
 COLUMNS = ["path", "prediction", *PROB_COLUMNS, "warning", "error"]
@@ -94,8 +95,7 @@ def predict_files(files: list[Path], model, metadata: dict, batch_size: int,
     """
     from scipy.special import softmax
 
-    spec = PixelSpec(metadata["image_size"], metadata["color_mode"],
-                     metadata.get("resample", "area"), metadata.get("crop"))
+    spec = pixel_spec(metadata)
     temperature = float(metadata.get("temperature", 1.0))
     ood_entry = metadata.get("ood")
     logits_net = logits_model(model)

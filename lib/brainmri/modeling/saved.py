@@ -20,7 +20,7 @@ from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError
 from brainmri.core.files import atomic_path, atomic_write_json
 from brainmri.data.images import COLOR_MODES
-from brainmri.data.pixels import CROPS, NORMALIZATIONS, RESAMPLE
+from brainmri.data.pixels import CROPS, NORMALIZATIONS, RESAMPLE, PixelSpec
 from brainmri.modeling import ood
 from brainmri.modeling.builders import GRADCAM_LAYER
 
@@ -40,6 +40,12 @@ def metadata(model, model_name: str, inputs, **extra) -> dict:
             "resample": spec.resample, "crop": spec.crop, "normalization": inputs.normalization,
             "gradcam_layer": GRADCAM_LAYER.get(model_name), "parameters": model.count_params(),
             "brainmri": __version__, "saved": datetime.now(UTC).isoformat(), **extra}
+
+
+def pixel_spec(meta: dict):
+    """How a saved model's inputs were made (the sidecar's half of ``metadata``)."""
+    return PixelSpec(meta["image_size"], meta["color_mode"], meta.get("resample", "area"),
+                     meta.get("crop"))
 
 
 def save(model, out_dir: str | Path, metadata: dict) -> Path:
@@ -195,6 +201,11 @@ def check_model(model, meta: dict, model_file: str | Path) -> None:
                               f"not {n}; use a model trained by the series for these classes")
 
 
+def _unreadable(model_file: Path, exc: OSError) -> SavedModelError:
+    return SavedModelError(f"cannot read {model_file} ({exc.strerror or exc}); check the "
+                           f"permissions of the file and its folders")
+
+
 def _check_archive(model_file: Path) -> None:
     """Clear reasons for files Keras would report confusingly ("File not found" for a
     file that exists but is not a zip, a KeyError for a zip without config.json)."""
@@ -204,8 +215,7 @@ def _check_archive(model_file: Path) -> None:
         raise SavedModelError(f"model file {model_file} not found; pass a .keras file saved "
                               f"by the series, with its JSON sidecar beside it") from None
     except OSError as exc:
-        raise SavedModelError(f"cannot read {model_file} ({exc.strerror or exc}); check the "
-                              f"permissions of the file and its folders") from None
+        raise _unreadable(model_file, exc) from None
     try:
         with zipfile.ZipFile(model_file) as archive:
             names = set(archive.namelist())
@@ -213,8 +223,7 @@ def _check_archive(model_file: Path) -> None:
         raise SavedModelError(f"{model_file} is a folder without model.keras; pass the .keras "
                               f"file or a run's model folder") from None
     except PermissionError as exc:
-        raise SavedModelError(f"cannot read {model_file} ({exc.strerror}); check the "
-                              f"permissions of the file and its folders") from None
+        raise _unreadable(model_file, exc) from None
     except (zipfile.BadZipFile, OSError, ValueError):
         raise SavedModelError(f"{model_file} is not a Keras model file (a .keras file is a zip "
                               f"archive); pass a .keras file saved by the series") from None

@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from brainmri import CLASS_NAMES, PROB_COLUMNS
-from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError
-from brainmri.data.pixels import PixelSpec, normalize
+from brainmri.data.pixels import normalize
 from brainmri.data.sources import locate
 from brainmri.evaluation import explain
 from brainmri.modeling import inference, saved
 from brainmri.report import figures
+from brainmri.report.notebook import local_path
 
 
 class TryoutError(BrainMRIError):
@@ -53,16 +53,9 @@ def _loaded(model_file: str, modified_ns: int):
     return model, meta, gradcam
 
 
-def _from_root(path) -> Path:
-    """A path as typed: absolute, or relative to the project root (where ``make lab``
-    starts JupyterLab, so its "Copy Path" gives such paths)."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else paths.project_root() / path
-
-
 def load(model_path=None):
     """The model (``None``: the shipped one) with its checked sidecar and its Grad-CAM."""
-    model_file = _from_root(model_path) if model_path else inference.default_model()
+    model_file = local_path(model_path, "model_path") if model_path else inference.default_model()
     try:
         modified = model_file.stat().st_mtime_ns
     except OSError:
@@ -90,7 +83,7 @@ def explain_file(path, model_path=None) -> Tryout:
     model folder; ``None``: the shipped model. Relative paths start at the project root.
     TryoutError for a file that cannot be read.
     """
-    path = _from_root(path)
+    path = local_path(path, "path")
     model, meta, gradcam = load(model_path)
     row = inference.predict_files([path], model, meta, batch_size=1,
                                   show_progress=False).iloc[0]
@@ -98,8 +91,7 @@ def explain_file(path, model_path=None) -> Tryout:
         raise TryoutError(f"{path.name}: {row['error']}")
     probabilities = pd.Series(row[PROB_COLUMNS].to_numpy(float), index=list(CLASS_NAMES),
                               name="probability")
-    spec = PixelSpec(meta["image_size"], meta["color_mode"], meta.get("resample", "area"),
-                     meta.get("crop"))
+    spec = saved.pixel_spec(meta)
     pixels = inference.prepare(path, spec).pixels[None]  # what the model was given
     x = np.asarray(normalize(pixels, meta["normalization"]))
     target = np.array([CLASS_NAMES.index(row["prediction"])])
@@ -168,7 +160,7 @@ def app(model_path=None, start: str | Path | None = None):
 
     def typed(_) -> None:
         if path_box.value.strip():
-            classify(_from_root(path_box.value.strip()))
+            classify(local_path(path_box.value.strip(), "path"))
 
     upload.observe(uploaded, names="value")
     button.on_click(typed)
