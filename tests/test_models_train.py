@@ -184,3 +184,60 @@ def test_training_stores_the_validation_ood_threshold_in_the_sidecar(trained_run
     assert ood.check_entry(entry) is None
     val = pd.read_csv(RunFolder(run_dir).predictions("compact_cnn-sartaj", "val"))
     assert entry == ood.from_predictions(val)
+
+
+def test_continued_training_is_the_shorter_model_trained_on(synthetic_root, tmp_path):
+    """A claim "6 vs 16 epochs" trains once: the longer model keeps the shorter one's
+    optimizer and history, and both are saved and scored under their own names; with
+    ``restore_best`` off the shorter model ends on its last epoch."""
+    from brainmri.report import experiment, notebook
+
+    p = notebook.setup("05_relu_cnn", {
+        "data_dir": str(synthetic_root), "image_size": 32, "epochs": 2, "batch_size": 16,
+        "patience": 5, "restore_best": False, "variant": "ablation-short"},
+        run_dir=str(tmp_path / "run"))
+    short = experiment.run(p)
+    weights = [w.copy() for w in short.model.get_weights()]
+    iterations = int(short.model.optimizer.iterations.numpy())
+    longer = experiment.continue_training(short, 1, "ablation-long")
+    assert longer.p.epochs == 3 and longer.folder != short.folder
+    assert len(longer.history) == 3 and list(longer.history["phase"])[-1] == "continued"
+    assert len(train.load_history(short.folder)) == 2  # the shorter model's files stay
+    assert int(longer.model.optimizer.iterations.numpy()) > iterations  # same optimizer
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, longer.model.get_weights()))
+    for name in ("relu_cnn+ablation-short-sartaj", "relu_cnn+ablation-long-sartaj"):
+        assert p.run.predictions(name, "test").exists()
+
+
+def test_seed_spread_sets_the_spread_over_seeds_beside_the_bootstrap_width():
+    from brainmri.evaluation import benchmark
+
+    table = pd.DataFrame({"setting": ["a", "a", "a", "b"], "acc": [0.6, 0.7, 0.8, 0.5],
+                          "lo": [0.55, 0.6, 0.75, 0.4], "hi": [0.65, 0.8, 0.85, 0.6]})
+    out = benchmark.seed_spread(table, by="setting", value="acc", ci_low="lo", ci_high="hi")
+    assert list(out.index) == ["a"]  # one seed: no spread to show
+    row = out.loc["a"]
+    assert row["seeds"] == 3 and row["min"] == 0.6 and row["max"] == 0.8
+    assert row["range over seeds"] == pytest.approx(0.2)
+    assert row["sd over seeds"] == pytest.approx(0.1)
+    assert row["bootstrap CI width"] == pytest.approx((0.1 + 0.2 + 0.1) / 3)
+
+
+def test_claims_findings_word_the_comparison_from_the_numbers():
+    from brainmri.report import claims
+
+    rows = [("grayscale, 6 epochs", "grayscale", 6, 42, 0.60, 0.55, 0.65),
+            ("grayscale, 16 epochs", "grayscale", 16, 42, 0.70, 0.65, 0.75),
+            ("rgb, 6 epochs", "rgb", 6, 42, 0.62, 0.57, 0.67),
+            ("rgb, 16 epochs", "rgb", 16, 42, 0.66, 0.61, 0.71),
+            ("grayscale, 6 epochs", "grayscale", 6, 7, 0.50, 0.45, 0.55)]
+    table = pd.DataFrame(rows, columns=["setting", "color_mode", "epochs", "seed",
+                                        "test accuracy", "test CI low", "test CI high"])
+    table["val accuracy"] = table["test accuracy"]
+    text = claims.findings(table)
+    assert "grayscale 60.0% (55.0%-65.0%) then 70.0% (65.0%-75.0%)" in text
+    assert "rgb is 4.0 points below grayscale; the two intervals overlap" in text
+    assert "ranges from 50.0% to 60.0%" in text and "wider than" not in text.split("seeds")[0]
+    versus = claims.versus_published(table)
+    assert versus.loc["grayscale, 16 epochs", "report 000"] == 0.71
+    assert versus.loc["grayscale, 6 epochs", "test accuracy"] == 0.60  # the run's seed

@@ -16,6 +16,17 @@ from brainmri.core import paths
 INTERACTIVE = "interactive"
 
 
+#: Variant names of the reduced-size study models (chapters 05b, 08c) start with this,
+#: so that they never share a file with a chapter's model trained with the same recipe.
+ABLATION_PREFIX = "ablation-"
+
+
+def is_ablation_model(model: str) -> bool:
+    """A study model, compared in its own chapter only: the benchmark and the
+    explanations leave it out."""
+    return f"+{ABLATION_PREFIX}" in model
+
+
 def model_tag(model_name: str, dataset: str) -> str:
     """How one trained model is named in file names: ``<model>-<training dataset>``."""
     return f"{model_name}-{dataset}"
@@ -141,6 +152,11 @@ class RunFolder:
     def ablation(self) -> Path:
         """Chapter 08c's table: one row per training recipe."""
         return self.root / "ablation.csv"
+
+    @property
+    def claims(self) -> Path:
+        """Chapter 05b's grid (colour mode x epochs) and seed repeats."""
+        return self.root / "claims.csv"
 
     @property
     def xai(self) -> Path:

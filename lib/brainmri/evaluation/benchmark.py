@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainmri.core.runfolder import RunFolder
+from brainmri.core.runfolder import RunFolder, is_ablation_model
 from brainmri.evaluation import metrics
 from brainmri.evaluation.predictions import DETECTION_SPLIT, arrays, load_predictions
 from brainmri.modeling import ood
@@ -133,9 +133,10 @@ def score(val: pd.DataFrame, frame: pd.DataFrame, *, target_sensitivity: float,
 
 def benchmark(run: RunFolder, *, target_sensitivity: float, n_bootstrap: int, seed: int,
               ece_bins: int, models: list[str] | None = None,
-              exclude: Iterable[str] = ()) -> pd.DataFrame:
+              exclude: Iterable[str] = (), studies: bool = False) -> pd.DataFrame:
     """Score every model's predictions in ``run`` (or only ``models``, never those in
-    ``exclude``); one row per (model tag, eval set)."""
+    ``exclude``, nor the reduced-size study models unless ``studies``); one row per
+    (model tag, eval set)."""
     predictions = load_predictions(run)
     sets = eval_sets(run, predictions)
     ood_entries = {tag: _ood_entry(run, tag) for tag, _ in sets}  # one sidecar read per model
@@ -143,6 +144,7 @@ def benchmark(run: RunFolder, *, target_sensitivity: float, n_bootstrap: int, se
     for (tag, eval_set), frame in sets.items():
         model = frame["model"].iloc[0]
         if (models and model not in models or model in exclude
+                or (not studies and is_ablation_model(model))
                 or (tag, "val") not in predictions or frame.empty):
             continue
         if eval_set == EXTERNAL_DETECTION:
@@ -167,10 +169,11 @@ def benchmark(run: RunFolder, *, target_sensitivity: float, n_bootstrap: int, se
 def mcnemar_table(run: RunFolder, eval_set: str = "test", exclude: Iterable[str] = ()
                   ) -> pd.DataFrame:
     """McNemar's test for every pair of models scored on the same test images (models in
-    ``exclude`` left out)."""
+    ``exclude`` and the study models left out)."""
     sets = eval_sets(run, load_predictions(run))
     frames = {tag: f for (tag, s), f in sets.items()
-              if s == eval_set and f["model"].iloc[0] not in exclude}
+              if s == eval_set and f["model"].iloc[0] not in exclude
+              and not is_ablation_model(f["model"].iloc[0])}
     rows = []
     for (a, fa), (b, fb) in combinations(sorted(frames.items()), 2):
         if fa["dataset"].iloc[0] != fb["dataset"].iloc[0]:
@@ -193,3 +196,26 @@ def seed_summary(table: pd.DataFrame, columns=("accuracy", "f1_macro", "tumour_s
     stats = grouped[list(columns)].agg(["mean", "std"])
     stats.columns = [f"{c}_{s}" for c, s in stats.columns]
     return stats.join(counts)[lambda f: f["seeds"] > 1]
+
+
+def seed_spread(table: pd.DataFrame, by: str, value: str, ci_low: str, ci_high: str
+                ) -> pd.DataFrame:
+    """For each group of ``by`` trained with several seeds: the spread of ``value`` over
+    seeds beside the mean width of one model's bootstrap interval.
+
+    The bootstrap interval only covers the test images drawn; retraining with another seed
+    moves the figure too. Whichever is wider sets the smallest difference between two
+    single-seed models worth reading."""
+    table = table.assign(**{c: pd.to_numeric(table[c], errors="coerce")  # None: not scored
+                            for c in (value, ci_low, ci_high)})
+    grouped = table.groupby(by, sort=False)
+    out = pd.DataFrame({
+        "seeds": grouped[value].size(),
+        "mean": grouped[value].mean(),
+        "sd over seeds": grouped[value].std(),
+        "min": grouped[value].min(),
+        "max": grouped[value].max(),
+    })
+    out["range over seeds"] = out["max"] - out["min"]
+    out["bootstrap CI width"] = (table[ci_high] - table[ci_low]).groupby(table[by]).mean()
+    return out[out["seeds"] > 1]

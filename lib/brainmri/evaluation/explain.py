@@ -11,15 +11,27 @@ probabilities, with the black background as the baseline). Two checks are ours:
 - the share of attribution mass inside a simple brain mask (an intensity threshold),
   and in a thin band along the brain's outline, next to the area those regions cover:
   the report's "contours dominate" hypothesis, measured.
+
+Every model a chapter trained is explained (``models_to_explain``), never the
+reduced-size study models of chapters 05b and 08c (``is_explained``). The shown maps use
+the report's settings on a few images; the scores use fewer integration steps and noisy
+samples on many more images, and one set of MuFidelity's random pixel subsets serves all
+explainers (``shared_mufidelity``): the time each costs is recorded per model
+(``ModelExplanation.seconds``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from brainmri.core.errors import BrainMRIError
+from brainmri.core.runfolder import RunFolder, is_ablation_model
 from brainmri.modeling.builders import GRADCAM_LAYER, logits_model
 
 EXPLAINERS = ("GuidedBackprop", "IntegratedGradients", "SmoothGrad", "GradCAM")
@@ -30,6 +42,43 @@ RANDOMISATION_FLAG = 0.5
 
 def one_hot(labels: np.ndarray, n_classes: int = 4) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[labels]
+
+
+def is_explained(tag: str) -> bool:
+    """The rule of chapter 10: every model a chapter trained (05-08b) is explained; the
+    reduced-size study models (chapters 05b and 08c, seed repeats included) are not."""
+    return not is_ablation_model(tag)
+
+
+def _builder_of(tag: str) -> str:
+    """``relu_cnn_augmented-sartaj`` -> ``relu_cnn_augmented``;
+    ``compact_cnn+crop-union-bn-nickparvar`` -> ``compact_cnn`` (the sidecar's ``model``)."""
+    return tag.rsplit("-", 1)[0].split("+", 1)[0]
+
+
+def _is_twin(tag: str) -> bool:
+    """A ``<variant>+bn`` twin: its model's batch-norm statistics re-estimated and scored
+    again, never saved (``experiment.with_reestimated_batchnorm``)."""
+    return tag.rsplit("-", 1)[0].endswith("+bn")
+
+
+def models_to_explain(run: RunFolder, names: list[str] | None = None) -> dict[str, Path]:
+    """{tag: folder} of the models chapter 10 explains (``is_explained``; only the model
+    names ``names`` when given). A model with test predictions but no saved model is an
+    error, not a silent gap: model folders are not committed, so a checkout or a partial
+    run can hold a chapter's predictions without its model."""
+    folders = {tag: folder for tag, folder in run.saved_models(names).items()
+               if is_explained(tag)}
+    missing = sorted(tag for tag, split in run.prediction_files()
+                     if split == "test" and is_explained(tag) and tag not in folders
+                     and not _is_twin(tag) and (names is None or _builder_of(tag) in names))
+    if missing:
+        raise BrainMRIError(
+            f"{len(missing)} model(s) of run {run.name!r} have test predictions but no saved "
+            f"model (models/<tag>/model.keras): {', '.join(missing)}. Model folders are not "
+            f"committed; run the chapters that train them again (brainmri run --only "
+            f"<chapter> --force), then this chapter.")
+    return folders
 
 
 def make_explainers(model, gradcam_layer: str | None = None, steps: int = 80,
@@ -51,12 +100,24 @@ def make_explainers(model, gradcam_layer: str | None = None, steps: int = 80,
     }
 
 
-def explain(explainers: dict, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Attribution maps (N, H, W) per explainer, for the class given by ``labels``."""
+@contextmanager
+def _timed(seconds: dict | None, key: str):
+    """Add the block's wall time to ``seconds[key]`` (nothing when ``seconds`` is None)."""
+    start = time.perf_counter()
+    yield
+    if seconds is not None:
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
+
+
+def explain(explainers: dict, images: np.ndarray, labels: np.ndarray,
+            seconds: dict | None = None, prefix: str = "") -> dict[str, np.ndarray]:
+    """Attribution maps (N, H, W) per explainer, for the class given by ``labels``; each
+    explainer's wall time is added to ``seconds[prefix + name]`` when given."""
     targets = one_hot(labels)
     maps = {}
     for name, explainer in explainers.items():
-        a = np.asarray(explainer(images.astype(np.float32), targets))
+        with _timed(seconds, prefix + name):
+            a = np.asarray(explainer(images.astype(np.float32), targets))
         maps[name] = a.mean(-1) if a.ndim == 4 else a
     return maps
 
@@ -72,27 +133,71 @@ def background_baseline(inputs) -> np.ndarray:
     return out.numpy() if isinstance(inputs, np.ndarray) else out
 
 
+def shared_mufidelity(metric, maps: dict[str, np.ndarray]) -> dict[str, float]:
+    """Xplique's MuFidelity (``metric``, an ``xplique.metrics.MuFidelity``) of every
+    explainer's maps, on one set of random pixel subsets.
+
+    Xplique draws new subsets, and runs the model on them, for each explanation it scores;
+    the model's outputs on the perturbed images do not depend on the explanation, so one
+    draw serves all explainers: the same score (the mean over images of the Spearman
+    correlation between the drop in the target's probability and the attribution removed),
+    at a quarter of the cost for four explainers, and explainers compared on the same
+    subsets.
+    """
+    import warnings
+
+    import tensorflow as tf
+    from scipy.stats import spearmanr
+
+    phis = {name: (m.mean(-1) if m.ndim == 4 else m).reshape(len(m), -1).astype(np.float32)
+            for name, m in maps.items()}
+    scores = {name: [] for name in maps}
+    for i in range(len(metric.inputs)):
+        inp, label = metric.inputs[i:i + 1], metric.targets[i:i + 1]
+        drops, kept, done = [], [], 0
+        while done < metric.nb_samples:
+            n = min(metric.perturbation_batch_size, metric.nb_samples - done)
+            done += n
+            degraded, masks = metric._perturb_samples(inp, n)  # masks: 1 keeps a pixel
+            predicted = metric.batch_inference_function(
+                metric.model, degraded, tf.repeat(label, n, 0), metric.batch_size)
+            drops.append(metric.base_predictions[i, 0] - tf.reshape(predicted, (-1,)))
+            kept.append(tf.reshape(masks[0], (n, -1)))
+        drop = tf.concat(drops, 0).numpy()
+        removed = 1.0 - tf.concat(kept, 0).numpy()  # (subsets, pixels)
+        for name, phi in phis.items():
+            with warnings.catch_warnings():  # a constant map has no ranking: counted as 0
+                warnings.simplefilter("ignore")
+                rho = spearmanr(drop, removed @ phi[i]).statistic
+            scores[name].append(0.0 if np.isnan(rho) else float(rho))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
 def faithfulness(model, images: np.ndarray, labels: np.ndarray, maps: dict[str, np.ndarray],
-                 steps: int, mufidelity_samples: int, xplique_batch: int = 32) -> pd.DataFrame:
-    """Deletion (lower is better), Insertion and MuFidelity (higher is better) per explainer."""
+                 steps: int, mufidelity_samples: int, xplique_batch: int = 32,
+                 seconds: dict | None = None) -> pd.DataFrame:
+    """Deletion (lower is better), Insertion and MuFidelity (higher is better) per
+    explainer; each metric's wall time is added to ``seconds[metric]`` when given."""
     from xplique.metrics import Deletion, Insertion, MuFidelity
 
     logits = logits_model(model)
     x, targets = images.astype(np.float32), one_hot(labels)
     common = {"batch_size": xplique_batch, "baseline_mode": background_baseline,
               "activation": "softmax"}
-    deletion = Deletion(logits, x, targets, steps=steps, **common)
-    insertion = Insertion(logits, x, targets, steps=steps, **common)
-    grid = 8 if min(x.shape[1:3]) >= 8 else 1
-    mufidelity = MuFidelity(logits, x, targets, grid_size=grid, nb_samples=mufidelity_samples,
-                            **common)
-    rows = []
-    for name, m in maps.items():
-        expl = m[..., None] if m.ndim == 3 else m
-        rows.append({"explainer": name, "deletion": float(deletion(expl)),
-                     "insertion": float(insertion(expl)),
-                     "mufidelity": float(mufidelity(expl))})
-    return pd.DataFrame(rows).set_index("explainer")
+    rows = {name: {} for name in maps}
+    for metric, make in (("deletion", Deletion), ("insertion", Insertion)):
+        with _timed(seconds, metric):
+            score = make(logits, x, targets, steps=steps, **common)
+            for name, m in maps.items():
+                rows[name][metric] = float(score(m[..., None] if m.ndim == 3 else m))
+    with _timed(seconds, "mufidelity"):
+        grid = 8 if min(x.shape[1:3]) >= 8 else 1
+        mufidelity = MuFidelity(logits, x, targets, grid_size=grid,
+                                nb_samples=mufidelity_samples, **common)
+        for name, value in shared_mufidelity(mufidelity, maps).items():
+            rows[name]["mufidelity"] = value
+    return pd.DataFrame.from_dict(rows, orient="index")[
+        ["deletion", "insertion", "mufidelity"]].rename_axis("explainer")
 
 
 def randomized_copy(model, seed: int):
@@ -166,20 +271,26 @@ def select_examples(frame: pd.DataFrame, per_class: int, seed: int) -> pd.DataFr
 
 def sanity_and_mass(model, images: np.ndarray, labels: np.ndarray, raw: np.ndarray,
                     maps: dict[str, np.ndarray], steps: int, samples: int, seed: int,
-                    mask_threshold: float) -> pd.DataFrame:
-    """Per explainer: similarity to a randomised model's maps, and attribution mass shares."""
-    random_maps = explain(make_explainers(randomized_copy(model, seed),
-                                          GRADCAM_LAYER.get(model.name), steps, samples),
-                          images, labels)
+                    mask_threshold: float, sanity_samples: int | None = None,
+                    gradcam_layer: str | None = None,
+                    seconds: dict | None = None) -> pd.DataFrame:
+    """Per explainer: similarity to a randomised model's maps (on the first
+    ``sanity_samples`` images, all when None, with the same ``steps`` and ``samples`` as
+    ``maps``), and attribution mass shares (on all images)."""
+    n = len(images) if sanity_samples is None else min(sanity_samples, len(images))
+    with _timed(seconds, "randomisation check"):
+        layer = gradcam_layer or GRADCAM_LAYER.get(model.name)
+        random_maps = explain(make_explainers(randomized_copy(model, seed), layer, steps,
+                                              samples), images[:n], labels[:n])
     masks = brain_mask(raw, mask_threshold)
     band = contour_band(masks)
     rows = []
     for name, m in maps.items():
-        similarity = rank_similarity(m, random_maps[name])
+        similarity = rank_similarity(m[:n], random_maps[name])
         rows.append({"explainer": name, "randomisation_similarity": similarity,
                      "flag_insensitive_to_weights": similarity >= RANDOMISATION_FLAG,
                      **mass_shares(m, masks, band)})
-    return pd.DataFrame(rows).set_index("explainer")
+    return pd.DataFrame(rows).set_index("explainer").assign(n_sanity=n)
 
 
 def images_for(frame: pd.DataFrame, meta: dict, data_dir) -> tuple[np.ndarray, np.ndarray]:
@@ -205,27 +316,154 @@ class ModelExplanation:
     raw: np.ndarray  # their pixels, for display
     maps: dict[str, np.ndarray]  # explainer -> (N, H, W) maps for the predicted class
     scores: pd.DataFrame  # faithfulness, sanity and mass shares per explainer
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
 
 def explain_model(tag: str, model, meta: dict, frame: pd.DataFrame, data_dir, *,
                   per_class: int, faithfulness_samples: int, ig_steps: int,
-                  smoothgrad_samples: int, deletion_steps: int, mufidelity_samples: int,
-                  mask_threshold: float, seed: int) -> ModelExplanation:
+                  smoothgrad_samples: int, scored_ig_steps: int,
+                  scored_smoothgrad_samples: int, deletion_steps: int,
+                  mufidelity_samples: int, sanity_samples: int, mask_threshold: float,
+                  seed: int) -> ModelExplanation:
     """Example maps (correct and misclassified images of each class, explained for the
-    predicted class: what the model "saw") and scores on a fixed random test sample
-    (explained for the true class)."""
+    predicted class: what the model "saw"), with ``ig_steps`` and ``smoothgrad_samples``;
+    and scores on a fixed random sample of ``faithfulness_samples`` test images (explained
+    for the true class), with ``scored_ig_steps`` and ``scored_smoothgrad_samples``."""
     from brainmri import CLASS_NAMES
 
-    explainers = make_explainers(model, meta["gradcam_layer"], ig_steps, smoothgrad_samples)
+    seconds: dict[str, float] = {}
+    layer = meta["gradcam_layer"]
     picked = select_examples(frame, per_class, seed)
-    raw, x = images_for(frame.iloc[picked["row"].to_numpy()], meta, data_dir)
-    maps = explain(explainers, x, picked["prediction"].map(CLASS_NAMES.index).to_numpy())
     sample = frame.iloc[np.random.default_rng(seed).permutation(len(frame))
                         [:faithfulness_samples]]
-    raw_s, x_s = images_for(sample, meta, data_dir)
+    with _timed(seconds, "read images"):
+        raw, x = images_for(frame.iloc[picked["row"].to_numpy()], meta, data_dir)
+        raw_s, x_s = images_for(sample, meta, data_dir)
+    maps = explain(make_explainers(model, layer, ig_steps, smoothgrad_samples), x,
+                   picked["prediction"].map(CLASS_NAMES.index).to_numpy(), seconds,
+                   prefix="shown maps: ")
     y_s = sample["label"].map(CLASS_NAMES.index).to_numpy()
-    sample_maps = explain(explainers, x_s, y_s)
-    scores = faithfulness(model, x_s, y_s, sample_maps, deletion_steps, mufidelity_samples)
-    scores = scores.join(sanity_and_mass(model, x_s, y_s, raw_s, sample_maps, ig_steps,
-                                         smoothgrad_samples, seed, mask_threshold))
-    return ModelExplanation(tag, picked, raw, maps, scores.reset_index().assign(model=tag))
+    sample_maps = explain(make_explainers(model, layer, scored_ig_steps,
+                                          scored_smoothgrad_samples), x_s, y_s, seconds,
+                          prefix="scored maps: ")
+    scores = faithfulness(model, x_s, y_s, sample_maps, deletion_steps, mufidelity_samples,
+                          seconds=seconds)
+    scores = scores.join(sanity_and_mass(model, x_s, y_s, raw_s, sample_maps, scored_ig_steps,
+                                         scored_smoothgrad_samples, seed, mask_threshold,
+                                         sanity_samples, layer, seconds))
+    scores = scores.assign(n_images=len(sample)).reset_index().assign(model=tag)
+    return ModelExplanation(tag, picked, raw, maps, scores, seconds)
+
+
+def explain_run(run: RunFolder, data_dir, models: list[str] | None = None, **options):
+    """Explain every model of ``models_to_explain(run, models)``, one at a time (yields
+    each ``ModelExplanation`` as soon as it is ready; ``options``: ``explain_model``'s)."""
+    from brainmri.modeling import saved
+
+    for tag, folder in models_to_explain(run, models).items():
+        start = time.perf_counter()
+        model, meta = saved.load_saved(folder)
+        frame = pd.read_csv(run.predictions(tag, "test"))
+        out = explain_model(tag, model, meta, frame, data_dir, **options)
+        out.seconds["total"] = time.perf_counter() - start
+        yield out
+
+
+SCORE_COLUMNS = ["model", "explainer", "deletion", "insertion", "mufidelity",
+                 "randomisation_similarity", "flag_insensitive_to_weights", "mass_in_brain",
+                 "area_in_brain", "mass_on_contour", "area_on_contour", "n_images", "n_sanity"]
+
+
+def scores_table(explained) -> pd.DataFrame:
+    """One row per (model, explainer): the scores of every ``ModelExplanation``."""
+    frames = [e.scores for e in explained]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return table.reindex(columns=SCORE_COLUMNS)
+
+
+def timing_table(explained) -> pd.DataFrame:
+    """Seconds per model (rows) and stage (columns), in the order the stages ran."""
+    return pd.DataFrame({e.tag: e.seconds for e in explained}).T.rename_axis("model")
+
+
+def _names(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def findings(xai: pd.DataFrame) -> str:
+    """Markdown summary of chapter 10's table (``scores_table``): which explainer is the
+    most faithful per model, what the randomisation check flags, and where the
+    attribution mass lies. Every number comes from ``xai``."""
+    if xai.empty:
+        return "No model was explained in this run, so there is nothing to report."
+    lines = []
+    n_images = xai.groupby("model")["n_images"].first()
+    sample = (f"{int(n_images.iloc[0])} test images per model" if n_images.nunique() == 1
+              else f"{int(n_images.min())} to {int(n_images.max())} test images per model")
+    models = list(dict.fromkeys(xai["model"]))
+    lines.append(f"Scored on {sample}, for {len(models)} model(s).\n")
+    lines.append("**The most faithful explainer per model** (insertion: higher is better; "
+                 "deletion: lower is better; MuFidelity: higher is better):\n")
+    lines.append("| model | by insertion | by deletion | by MuFidelity |")
+    lines.append("|---|---|---|---|")
+    wins = {"insertion": [], "deletion": [], "mufidelity": []}
+    for model in models:
+        rows = xai[xai["model"] == model].set_index("explainer")
+        cells = []
+        for metric, pick in (("insertion", "idxmax"), ("deletion", "idxmin"),
+                             ("mufidelity", "idxmax")):
+            best = getattr(rows[metric], pick)()
+            wins[metric].append(best)
+            cells.append(f"{best} ({rows.loc[best, metric]:.3f})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines.append("")
+    agree = [m for m, a, b in zip(models, wins["insertion"], wins["deletion"]) if a == b]
+    if len(agree) == len(models):
+        same = "every model"
+    else:
+        same = f"{len(agree)} of {len(models)} model(s)" + (f" ({_names(agree)})" if agree
+                                                            else "")
+    counts = pd.Series(wins["insertion"]).value_counts()
+    leaders = sorted(counts.index[counts == counts.iloc[0]])
+    lines.append(f"- By insertion, {_names(leaders)} {'is' if len(leaders) == 1 else 'are each'}"
+                 f" the most faithful for {counts.iloc[0]} of {len(models)} model(s). "
+                 f"Insertion and deletion name the same explainer for {same}.")
+    flagged = xai[xai["flag_insensitive_to_weights"].astype(bool)]
+    top = xai.loc[xai["randomisation_similarity"].idxmax()]
+    n_sanity = xai["n_sanity"].dropna()
+    on = f" (on {int(n_sanity.min())} images per model)" if len(n_sanity) else ""
+    if flagged.empty:
+        lines.append(
+            f"- **Randomisation check{on}:** no explainer is flagged. The maps of the trained "
+            f"and the weight-randomised models correlate between "
+            f"{xai['randomisation_similarity'].min():.2f} and {top['randomisation_similarity']:.2f}"
+            f" (highest: {top['explainer']} on {top['model']}; flagged from "
+            f"{RANDOMISATION_FLAG}).")
+    else:
+        pairs = [f"{r.explainer} on {r.model} ({r.randomisation_similarity:.2f})"
+                 for r in flagged.itertuples()]
+        lines.append(f"- **Randomisation check{on}:** {len(flagged)} of {len(xai)} "
+                     f"model-explainer pairs are flagged (correlation {RANDOMISATION_FLAG} or "
+                     f"more with a randomised model's maps): {_names(pairs)}. Their maps "
+                     f"mostly reflect the image, not what the model learned.")
+    brain = xai["mass_in_brain"] / xai["area_in_brain"]
+    contour = xai["mass_on_contour"] / xai["area_on_contour"]
+    lines.append(
+        f"- **On the head:** the maps put {xai['mass_in_brain'].min():.0%} to "
+        f"{xai['mass_in_brain'].max():.0%} of their mass inside the brain mask, which covers "
+        f"{xai['area_in_brain'].min():.0%} to {xai['area_in_brain'].max():.0%} of the image; "
+        f"denser than chance for {int((brain > 1).sum())} of {len(xai)} pairs.")
+    dense = xai.assign(density=contour)[contour > 1].sort_values("density", ascending=False)
+    if dense.empty:
+        lines.append(f"- **Contours:** no map is denser on the outline band than its area "
+                     f"share (densest: {contour.max():.2f} times); the contour hypothesis is "
+                     f"not borne out.")
+    else:
+        best = dense.iloc[0]
+        lines.append(
+            f"- **Contours:** {len(dense)} of {len(xai)} maps are denser on the outline band "
+            f"than its area share; the densest is {best['explainer']} on {best['model']} "
+            f"({best['density']:.2f} times the band's {best['area_on_contour']:.1%} of the "
+            f"image). Median density over all pairs: {contour.median():.2f}.")
+    return "\n".join(lines)

@@ -71,3 +71,26 @@ def transfer(features: pd.DataFrame, labels: pd.Series, other: pd.DataFrame,
     model = HistGradientBoostingClassifier(max_iter=200, random_state=seed)
     model.fit(features.to_numpy(), np.asarray(labels))
     return model.predict(other.to_numpy())
+
+
+def tumour_or_not(labels: pd.Series) -> pd.Series:
+    """Four-class labels collapsed to ``tumour`` / ``no_tumor`` (Br35H's level)."""
+    return (labels != "no_tumor").map({True: "tumour", False: "no_tumor"})
+
+
+def shortcut_check(features: pd.DataFrame, labels: pd.Series, other: pd.DataFrame,
+                   other_name: str, seed: int) -> tuple[dict, dict]:
+    """The statistics-only classifier asked the clinical question: tumour or not,
+    cross-validated on ``features`` (home images, four-class ``labels``), then fitted on
+    all of them and applied to ``other`` (another collection's new tumour images).
+
+    Returns (the cross-validated check as :func:`source_predictability` gives it, the
+    summary chapter 01c shows and records, keyed by what each number is)."""
+    is_tumour = tumour_or_not(labels)
+    home = source_predictability(features, is_tumour, seed)
+    answers = pd.Series(transfer(features, is_tumour, other, seed))
+    return home, {
+        "home: tumour vs none, cross-validated accuracy": home["accuracy"],
+        "home: majority baseline": home["majority_baseline"],
+        f"{other_name} new tumour images": len(other),
+        f"{other_name} new tumour images called no_tumor": float((answers == "no_tumor").mean())}

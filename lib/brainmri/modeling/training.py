@@ -33,6 +33,7 @@ class FitConfig:
     warmup_epochs: int = 0  # cosine only
     label_smoothing: float = 0.0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
+    last_epoch: bool = False  # keep the last epoch's weights, not the best (a claim about epochs)
     jit_compile: bool | None = None  # None: XLA on GPUs only (on CPU it compiles slower
     #                                  than it trains for the report's short runs)
 
@@ -102,13 +103,16 @@ class _EpochTimer:
 
 
 def fit(model, inputs, config: FitConfig, out_dir: str | Path, phase: str = "train",
-        continue_history: bool = False, verbose: int | None = None) -> pd.DataFrame:
+        continue_history: bool = False, verbose: int | None = None,
+        recompile: bool = True) -> pd.DataFrame:
     """Train ``model`` on ``inputs`` (a tfdata.ModelInputs); return the history so far.
 
     Writes into ``out_dir``: ``best.keras`` (best validation loss so far), ``history.csv``
     (one row per epoch, Keras' CSVLogger) and ``fit.json`` (per-phase config and timings).
     ``continue_history`` appends this phase to the previous one (fine-tuning after
-    training the head); otherwise the folder's history starts afresh.
+    training the head); otherwise the folder's history starts afresh. ``recompile=False``
+    keeps the model's optimizer (its moments and learning rate) to train on where the
+    last call stopped; a new phase with other trainable layers needs a new one.
     """
     keras = _import_keras()
     from brainmri.modeling.devices import strategy
@@ -127,13 +131,14 @@ def fit(model, inputs, config: FitConfig, out_dir: str | Path, phase: str = "tra
         initial_epoch = 0
     train_ds, val_ds = inputs.train(), inputs.eval("val")
     steps = int(train_ds.cardinality().numpy())
-    with strategy().scope():
-        compile_model(model, config, steps)
+    if recompile or getattr(model, "optimizer", None) is None:
+        with strategy().scope():
+            compile_model(model, config, steps)
     callbacks = [
         _EpochTimer(len(inputs.arrays["train"][1]) if not inputs.balance
                     else steps * inputs.batch_size),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                      restore_best_weights=True, verbose=1),
+                                      restore_best_weights=not config.last_epoch, verbose=1),
         keras.callbacks.ModelCheckpoint(out_dir / "best.keras", monitor="val_loss",
                                         save_best_only=True),
         keras.callbacks.CSVLogger(history_file, append=True),

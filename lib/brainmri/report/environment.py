@@ -30,8 +30,11 @@ def git_revision() -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(paths.project_root()), "rev-parse", "--short",
                               "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        # A run's own outputs (results/, the shipped model in models/) are not inputs:
+        # rewriting them while the run goes on must not make the revision "dirty".
         dirty = subprocess.run(["git", "-C", str(paths.project_root()), "status",
-                                "--porcelain", "--untracked-files=no"],
+                                "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results", ":(exclude)models"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (subprocess.SubprocessError, OSError):

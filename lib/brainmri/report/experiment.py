@@ -25,14 +25,15 @@ and ``export_to`` ships the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from brainmri.core.runfolder import model_tag
+from brainmri.core.runfolder import ABLATION_PREFIX, model_tag
 from brainmri.data import dataset, duplicates
 from brainmri.data.inputs import ModelInputs
 from brainmri.data.pixels import PixelSpec
@@ -116,6 +117,8 @@ def phases(p: Params) -> list[tuple[str, int | str | None, training.FitConfig]]:
                     p.finetune_epochs, p.finetune_learning_rate, p.patience))]
     optional = {k: getattr(p, k) for k in ("schedule", "warmup_epochs", "weight_decay",
                                           "label_smoothing") if hasattr(p, k)}
+    if hasattr(p, "restore_best"):
+        optional["last_epoch"] = not p.restore_best
     return [("train", None, training.FitConfig(p.epochs, p.learning_rate, p.patience,
                                                **optional))]
 
@@ -209,8 +212,7 @@ def run(p: Params) -> Result:
     """Train and evaluate the chapter's model; every file goes to ``p.run``."""
     inputs = inputs_for(p)
     model = build(p, inputs)
-    name = display_name(p)
-    folder = p.run.model_dir(model_tag(name, p.dataset))
+    folder = p.run.model_dir(model_tag(display_name(p), p.dataset))
     history = None
     for i, (phase, unfreeze_from, config) in enumerate(phases(p)):
         if unfreeze_from == "backbone":
@@ -219,6 +221,33 @@ def run(p: Params) -> Result:
             training.set_trainable(model, unfreeze_from)
         history = training.fit(model, inputs, config, folder, phase=phase,
                                continue_history=i > 0)
+    return _evaluate_and_save(p, inputs, model, folder, history)
+
+
+def continue_training(result: Result, epochs: int, variant: str) -> Result:
+    """``result``'s model trained on for ``epochs`` more epochs (same optimizer state),
+    then evaluated and saved as ``variant``; the shorter model's files stay as they are.
+
+    A claim "N epochs vs M epochs" then costs M epochs instead of N + M, and the longer
+    model is exactly the shorter one trained on."""
+    p = result.p
+    q = Params(chapter=p.chapter, run=p.run,
+               **{**p.values(), "variant": variant, "epochs": p.epochs + epochs})
+    folder = q.run.model_dir(model_tag(display_name(q), q.dataset))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("history.csv", "fit.json"):
+        shutil.copy2(result.folder / name, folder / name)
+    (_, _, config), = phases(q)
+    history = training.fit(result.model, result.inputs, replace(config, epochs=epochs), folder,
+                           phase="continued", continue_history=True, recompile=False)
+    return _evaluate_and_save(q, result.inputs, result.model, folder, history)
+
+
+def _evaluate_and_save(p: Params, inputs: ModelInputs, model, folder: Path,
+                       history: pd.DataFrame) -> Result:
+    """Predictions, temperature and OOD threshold (fitted on validation), the saved
+    model with its sidecar, the external sets, and the shipped copy if asked."""
+    name = display_name(p)
     if getattr(p, "bn_reestimate", False):
         recalibrate.reestimate_batchnorm(model, inputs.eval("train", with_labels=False))
     frames = predictions.evaluate(model, inputs, p.run, name)
@@ -265,36 +294,44 @@ def with_reestimated_batchnorm(result: Result) -> Result:
                   result.temperature)
 
 
-#: Variant names of the ablation's models start with this, so that they never share a
-#: file with a chapter's model trained with the same recipe at full size.
-ABLATION_PREFIX = "ablation-"
 
 
-def ablation(base: dict, variants: list[dict], run_folder, scoring: dict) -> pd.DataFrame:
+def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
+             repeat: str | None = None, seeds: list[int] = ()) -> pd.DataFrame:
     """Train one model per variant (``base`` parameters with the variant's changes), and
     its batch-norm re-estimated twin when ``also_bn``; score them all like the benchmark.
+    The variant named ``repeat`` is trained again with each of ``seeds``.
 
-    One row per model: validation accuracy (the only figure a choice may rest on), the
-    home test and deduplicated test, and the external Br35H tumour images.
+    One row per model: its recipe (variant name, ``+bn`` for the twin) and seed,
+    validation accuracy (the only figure a choice may rest on), the home test and
+    deduplicated test, and the external Br35H tumour images.
     """
     from brainmri.evaluation import benchmark
 
-    names = []
-    for variant in variants:
+    repeats = [{**v, "seed": seed} for v in variants if v["name"] == repeat
+               for seed in seeds if seed != base["seed"]]
+    names, recipes, model_seeds = [], [], []
+    for variant in [*variants, *repeats]:
         changes = {k: v for k, v in variant.items() if k not in ("name", "also_bn")}
-        p = Params(chapter="ablation", run=run_folder,
-                   **{**base, **changes, "variant": ABLATION_PREFIX + variant["name"]})
+        seed = changes.get("seed", base["seed"])
+        suffix = "" if seed == base["seed"] else f"-seed{seed}"
+        p = Params(chapter="ablation", run=run_folder, **{
+            **base, **changes, "variant": ABLATION_PREFIX + variant["name"] + suffix})
         result = run(p)
         names.append(display_name(p))
+        recipes.append(variant["name"])
         if variant.get("also_bn"):
             names.append(display_name(with_reestimated_batchnorm(result).p))
-    scores = benchmark.benchmark(run_folder, models=names, **scoring)
+            recipes.append(variant["name"] + "+bn")
+        model_seeds += [seed] * (len(names) - len(model_seeds))
+    scores = benchmark.benchmark(run_folder, models=names, studies=True, **scoring)
     table = scores.pivot_table(index="model", columns="eval_set", aggfunc="first",
                                values=["accuracy", "tumour_sensitivity", "tumour_specificity",
                                        "sens_ci_low", "sens_ci_high", "n"])
-    val = {name: metrics.accuracy(*predictions.arrays(pd.read_csv(
-        run_folder.predictions(model_tag(name, base["dataset"]), "val")))[:2]) for name in names}
+    val = {name: _val_accuracy(run_folder, name, base["dataset"]) for name in names}
     out = pd.DataFrame({
+        "recipe": pd.Series(recipes, index=names),
+        "seed": pd.Series(model_seeds, index=names),
         "val accuracy": pd.Series(val),
         "test accuracy": table[("accuracy", "test")],
         "dedup test accuracy": table.get(("accuracy", "test_dedup")),
@@ -305,4 +342,56 @@ def ablation(base: dict, variants: list[dict], run_folder, scoring: dict) -> pd.
         "external CI high": table.get(("sens_ci_high", "external_br35h")),
         "external n": table.get(("n", "external_br35h")),
     })
+    numeric = out.columns.drop("recipe")  # a set no variant was scored on: NaN, not None
+    out[numeric] = out[numeric].apply(pd.to_numeric, errors="coerce")
     return out.reindex(names)
+
+
+def epochs_and_colour(base: dict, color_modes: list[str], epochs: list[int],
+                      seeds: list[int], run_folder, scoring: dict) -> pd.DataFrame:
+    """Report 000's untested claims (colour mode, number of epochs) as a grid, and the
+    spread over seeds of its cheapest cell.
+
+    Each colour mode trains for ``epochs[0]`` epochs, then on to ``epochs[1]`` (one
+    training, read twice: see ``continue_training``). The first colour mode at
+    ``epochs[0]`` is trained again with each extra seed. One row per model: its setting,
+    validation accuracy and test accuracy with the benchmark's bootstrap interval.
+    """
+    from brainmri.evaluation import benchmark
+
+    short, long_ = epochs
+    rows = []
+
+    def train(color_mode: str, seed: int) -> Result:
+        suffix = "" if seed == base["seed"] else f"-seed{seed}"
+        p = Params(chapter="claims", run=run_folder, **{
+            **base, "color_mode": color_mode, "epochs": short, "seed": seed,
+            "variant": f"{ABLATION_PREFIX}{color_mode}-{short}ep{suffix}"})
+        result = run(p)
+        rows.append((display_name(p), color_mode, short, seed))
+        return result
+
+    for color_mode in color_modes:
+        result = train(color_mode, base["seed"])
+        longer = continue_training(
+            result, long_ - short, f"{ABLATION_PREFIX}{color_mode}-{long_}ep")
+        rows.append((display_name(longer.p), color_mode, long_, base["seed"]))
+    for seed in seeds:
+        if seed != base["seed"]:
+            train(color_modes[0], seed)
+    table = pd.DataFrame(rows, columns=["model", "color_mode", "epochs", "seed"])
+    table.insert(0, "setting", [f"{c}, {e} epochs" for c, e in zip(table["color_mode"],
+                                                                   table["epochs"])])
+    scores = benchmark.benchmark(run_folder, models=table["model"].tolist(), studies=True,
+                                 **scoring)
+    test = scores[scores["eval_set"] == "test"].set_index("model")
+    table["val accuracy"] = [_val_accuracy(run_folder, m, base["dataset"]) for m in table["model"]]
+    table["test accuracy"] = table["model"].map(test["accuracy"])
+    table["test CI low"] = table["model"].map(test["acc_ci_low"])
+    table["test CI high"] = table["model"].map(test["acc_ci_high"])
+    return table
+
+
+def _val_accuracy(run_folder, model: str, dataset_name: str) -> float:
+    frame = pd.read_csv(run_folder.predictions(model_tag(model, dataset_name), "val"))
+    return metrics.accuracy(*predictions.arrays(frame)[:2])

@@ -344,16 +344,46 @@ def heatmap_overlays(raw: np.ndarray, heatmaps: np.ndarray, titles: list[str],
 
 def explained_model(e) -> list[plt.Figure]:
     """Chapter 10's figures for one model (an ``explain.ModelExplanation``): every
-    explainer's maps for the picked images, then Grad-CAM over the correct ones."""
+    explainer's maps for the picked images, then Grad-CAM per class (``gradcam_by_class``)."""
     ex = e.examples
     titles = [f"true {t}\npred {p}" for t, p in zip(ex["label"], ex["prediction"])]
-    out = [explanation_grid(e.raw, e.maps, titles, suptitle=e.tag)]
-    correct = (ex["outcome"] == "correct").to_numpy()
-    if correct.any():
-        out.append(heatmap_overlays(e.raw[correct], e.maps["GradCAM"][correct],
-                                    list(ex["label"][correct]),
-                                    suptitle=f"{e.tag}: Grad-CAM on correctly classified images"))
-    return out
+    return [explanation_grid(e.raw, e.maps, titles, suptitle=e.tag), gradcam_by_class(e)]
+
+
+def gradcam_by_class(e) -> plt.Figure:
+    """Grad-CAM over one test image per class (columns) and outcome (rows: correctly
+    classified, misclassified), for the predicted class; an empty panel when the model
+    misclassified no picked image of that class. ``e``: an ``explain.ModelExplanation``."""
+    ex = e.examples.reset_index(drop=True)
+    outcomes = ("correct", "misclassified")
+    fig, axes = plt.subplots(2, len(CLASS_NAMES), figsize=(2.35 * len(CLASS_NAMES), 5.4),
+                             squeeze=False)
+    for r, outcome in enumerate(outcomes):
+        for c, name in enumerate(CLASS_NAMES):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            rows = ex.index[(ex["label"] == name) & (ex["outcome"] == outcome)]
+            if c == 0:
+                ax.set_ylabel(outcome, fontsize=10)
+            if not len(rows):
+                ax.text(0.5, 0.5, f"no {outcome}\n{name} image", ha="center", va="center",
+                        fontsize=8, color="#7f8c8d", transform=ax.transAxes)
+                ax.set_title(f"true {name}", fontsize=8)
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                continue
+            k = rows[0]
+            img = e.raw[k]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
+            heat = np.maximum(e.maps["GradCAM"][k], 0)
+            ax.imshow(heat / (heat.max() or 1.0), cmap="jet", alpha=0.4)
+            pred = ex.loc[k, "prediction"]
+            ax.set_title(f"true {name}" + ("" if pred == name else f"\npred {pred}"),
+                         fontsize=8)
+    fig.suptitle(f"{e.tag}: Grad-CAM for the predicted class")
+    fig.tight_layout()
+    return fig
 
 
 def external_vs_home(table: pd.DataFrame, home: dict[str, str]) -> plt.Figure:
@@ -378,5 +408,28 @@ def external_vs_home(table: pd.DataFrame, home: dict[str, str]) -> plt.Figure:
                    color=color)
     right.set(xlim=(0.5, 1), title="home test (training dataset)")
     right.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def claims_grid(versus: pd.DataFrame) -> plt.Figure:
+    """Test accuracy per (colour mode, epochs) with its 95 % interval, and the report's
+    figure for the same cell as an open marker (``claims.versus_published``'s frame)."""
+    t = versus.assign(color_mode=[s.split(",")[0] for s in versus.index],
+                      epochs=[int(s.split(",")[1].split()[0]) for s in versus.index])
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    palette = sns.color_palette(n_colors=t["color_mode"].nunique())
+    for k, ((mode, rows), color) in enumerate(zip(t.groupby("color_mode", sort=False),
+                                                  palette)):
+        x = rows["epochs"].to_numpy() + (k - 0.5) * 0.25
+        y = rows["test accuracy"].to_numpy(float)
+        err = np.vstack([y - rows["test CI low"].to_numpy(float),
+                         rows["test CI high"].to_numpy(float) - y])
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=4, color=color, label=f"{mode} (this run)")
+        ax.scatter(x, rows["report 000"].to_numpy(float), marker="D", facecolors="none",
+                   edgecolors=color, s=60, label=f"{mode} (report 000)")
+    ax.set(xticks=sorted(t["epochs"].unique()), xlabel="epochs", ylabel="test accuracy",
+           title="ReLU CNN: colour mode and epochs")
+    ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
     return fig
