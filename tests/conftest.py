@@ -75,18 +75,24 @@ def quick_run(tmp_path_factory):
             "digests_before": before, "stdout": proc.stdout, "env": env}
 
 
-@pytest.fixture(scope="session")
-def built_book(quick_run):
-    """The book built (warnings as errors) from the quick run; returns _build/html."""
+def build_book(run: str, results_dir: Path | None = None, env: dict | None = None) -> Path:
+    """``brainmri book`` (warnings as errors) for ``run``; returns _build/html."""
     import subprocess
 
     from brainmri.core import paths
 
-    proc = subprocess.run([sys.executable, "-m", "brainmri", "book", "--run", "quick",
-                           "--results-dir", str(quick_run["run_dir"].parent)],
-                          env=quick_run["env"], capture_output=True, text=True)
+    command = [sys.executable, "-m", "brainmri", "book", "--run", run]
+    if results_dir is not None:
+        command += ["--results-dir", str(results_dir)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     return paths.project_root() / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def built_book(quick_run):
+    """The book built (warnings as errors) from the quick run; returns _build/html."""
+    return build_book("quick", quick_run["run_dir"].parent, quick_run["env"])
 
 
 #: A compact CNN small enough to train in seconds, through the model chapters' own call.

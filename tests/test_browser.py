@@ -10,6 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import build_book
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,13 +43,30 @@ def browser():
     driver.quit()
 
 
+@pytest.fixture(scope="module", params=["quick", "reference"])
+def shown_book(request):
+    """The book as a reader gets it: built from the quick run (every code path), then
+    from the committed reference run (the published book, its real figures and text);
+    the quick book is built again afterwards for the tests that read it."""
+    if request.param == "quick":
+        yield request.getfixturevalue("built_book")
+        return
+    from brainmri.core import paths
+
+    if not (paths.project_root() / "results" / "reference" / "state.json").exists():
+        pytest.skip("no committed reference run in this checkout")
+    quick_run = request.getfixturevalue("quick_run")
+    yield build_book("reference")
+    build_book("quick", quick_run["run_dir"].parent, quick_run["env"])
+
+
 @pytest.fixture(scope="module")
-def server(built_book):
+def server(shown_book):
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    handler = functools.partial(Quiet, directory=str(built_book))
+    handler = functools.partial(Quiet, directory=str(shown_book))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -82,10 +101,10 @@ def _expected_figures(stem: str) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
-def test_every_page_loads_without_errors_and_with_its_figures(browser, server, built_book):
+def test_every_page_loads_without_errors_and_with_its_figures(browser, server, shown_book):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     problems = []
-    pages = _pages(built_book)
+    pages = _pages(shown_book)
     assert "index.html" in pages and len(pages) > 10
     for page in pages:
         browser.get(f"{server}/{page}")
@@ -108,14 +127,21 @@ def test_every_page_loads_without_errors_and_with_its_figures(browser, server, b
     assert not problems, "\n".join(problems)
 
 
-def test_landing_page_screenshot(browser, server):
-    browser.get(f"{server}/index.html")
-    title = browser.title
+def test_landing_and_benchmark_pages_screenshots(browser, server, shown_book, request):
+    """Screenshots of the two pages a reader opens first, kept for review in
+    _build/test-artifacts/ (<run>-landing.png, <run>-benchmark.png)."""
+    run = request.node.callspec.params["shown_book"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "landing.png"
-    assert browser.save_screenshot(str(shot))
-    assert shot.stat().st_size > 10_000
-    assert "brainmri" in title.lower() or "brain" in title.lower()
+    for name, page in (("landing", "index.html"),
+                       ("benchmark", "book/notebooks/09_benchmark.html")):
+        browser.get(f"{server}/{page}")
+        shot = ARTIFACTS / f"{run}-{name}.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        assert "brain" in browser.title.lower() or name != "landing"
+        headings = browser.execute_script(
+            "return Array.from(document.querySelectorAll('main h1')).map(h => h.textContent);")
+        assert headings, f"{page}: no title shown"
 
 
 #: Resolves once MathJax has typeset the page ('none': the page has no maths, so Sphinx
@@ -154,12 +180,12 @@ return {
 """
 
 
-def test_maths_render_offline_on_every_page(browser, server, built_book):
+def test_maths_render_offline_on_every_page(browser, server, shown_book):
     r"""MathJax ships with the book: every page's maths is typeset without the internet,
     so no reader sees raw TeX such as \(10^{-4}\)."""
     browser.set_script_timeout(30)
     problems, maths_per_page = [], {}
-    for page in _pages(built_book):
+    for page in _pages(shown_book):
         browser.get(f"{server}/{page}")
         status = browser.execute_async_script(_TYPESET)
         seen = browser.execute_script(_MATHS)

@@ -6,7 +6,7 @@
 - ``brainmri predict``     classify image files or folders with a saved model
 - ``brainmri data``        find (``where``) or download (``fetch``) the datasets
 - ``brainmri throughput``  training throughput on real vs synthetic batches
-- ``brainmri tables``      regenerate README.md's and the model card's results tables
+- ``brainmri tables``      rewrite a run's numbers in the README, model card and book prose
 
 Errors the user can act on are printed as one message (exit code 1 or 2), never as a
 traceback; Ctrl-C exits with 130. ``predict`` exits 0 when at least one file was
@@ -224,7 +224,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing)")
     p.set_defaults(func=_throughput)
 
-    p = sub.add_parser("tables", help="regenerate the README and model-card results tables")
+    p = sub.add_parser("tables", help="rewrite a run's numbers in the README, the model "
+                                      "card and the book's prose")
     p.add_argument("--run", default="reference")
     p.set_defaults(func=_tables)
     return top

@@ -30,8 +30,8 @@ from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError
 from brainmri.core.files import atomic_write_text
 from brainmri.core.runfolder import RunFolder
+from brainmri.evaluation import explain, published
 from brainmri.evaluation import metrics as scoring
-from brainmri.evaluation import published
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SHIPPED = Path("models") / "brainmri_compact.json"  # the shipped model's sidecar
@@ -1624,6 +1624,11 @@ BLOCKS: dict[str, list[Block]] = {
     ],
     "book/appendix.md": [
         ("steptimes", step_times, ("state.json",)),
+    ],
+    "book/explainability.md": [
+        ("xai", lambda r: "" if r.xai is None or "n_images" not in r.xai  # an older run
+         else explain.findings(r.xai),
+         ("xai_faithfulness.csv",)),
     ],
     str(CARD): [
         ("model", card_model, (SIDECAR, str(SHIPPED_MODEL))),
