@@ -49,10 +49,10 @@ data: env
 	$(BRAINMRI) data fetch --dataset $(or $(DATASET),all)
 
 run: env
-	$(BRAINMRI) run --profile $(PROFILE) --run $(RUN) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY))
+	@$(BRAINMRI) run --profile $(PROFILE) --run $(RUN) $(if $(DATASET),--dataset $(DATASET)) $(if $(ONLY),--only $(ONLY))
 
 book: env
-	$(BRAINMRI) book --run $(RUN)
+	@$(BRAINMRI) book --run $(RUN)
 
 html: env
 	$(BRAINMRI) html --run $(RUN)
@@ -63,9 +63,11 @@ lab: env
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
 	  --MappingKernelManager.default_kernel_name=python3 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
+# Quiet: one line per dataset and per step, the book's location and real errors; the
+# rest goes to results/$(RUN)/logs/ and _build/book.log.
 report: env
-	$(BRAINMRI) data fetch --dataset $(or $(DATASET),all)
-	$(MAKE) run book
+	@$(BRAINMRI) data fetch --dataset $(or $(DATASET),all)
+	@$(MAKE) --no-print-directory run book
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,42 +42,94 @@ def _digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="session")
-def quick_run(tmp_path_factory):
-    """The quick profile run end to end through papermill, as `make report` would.
+class QuickRun:
+    """The quick profile run end to end through papermill, as `make report` would, started
+    in the background as soon as the tests are collected (``pytest_collection_finish``):
+    it overlaps the unit tests instead of adding its minutes to theirs.
 
     Uses the shared dataset copies when BRAIN_MRI_DATA points at them, else synthetic
-    copies of both datasets. Returns (run folder, data root, wall seconds, raw digests).
+    copies of the three datasets.
     """
-    import subprocess
-    import time
 
-    base = tmp_path_factory.mktemp("quick")
-    data_root = real_data_root()
-    if data_root is None:
-        data_root = base / "data"
-        # Larger than the quick profile's subset (16 per class and split), so that a
-        # chapter that ignores the subset reads other files than the predictions name.
-        make_dataset(data_root, "sartaj", {"Training": 30, "Testing": 20}, size=64)
-        make_dataset(data_root, "nickparvar", {"Training": 30, "Testing": 20}, size=64, seed=1)
-        make_dataset(data_root, "br35h", {"Testing": 20}, size=64, seed=2)
-    before = {name: _digest(data_root / name) for name in
-              ("brain-tumor-classification-mri", "brain-tumor-mri-dataset",
-               "brain-tumor-detection")}
-    env = {**os.environ, "BRAIN_MRI_DATA": str(data_root),
-           "BRAIN_MRI_CACHE": str(base / "cache")}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "brainmri", "run", "--profile", "quick",
-                           "--results-dir", str(base / "results")], env=env,
-                          capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {"run_dir": base / "results" / "quick", "data_root": data_root, "seconds": seconds,
-            "digests_before": before, "stdout": proc.stdout, "env": env}
+    def __init__(self, base: Path):
+        import subprocess
+        import time
+
+        self.base = base
+        self.data_root = real_data_root()
+        if self.data_root is None:
+            self.data_root = base / "data"
+            # Larger than the quick profile's subset (16 per class and split), so that a
+            # chapter that ignores the subset reads other files than the predictions name.
+            make_dataset(self.data_root, "sartaj", {"Training": 30, "Testing": 20}, size=64)
+            make_dataset(self.data_root, "nickparvar", {"Training": 30, "Testing": 20},
+                         size=64, seed=1)
+            make_dataset(self.data_root, "br35h", {"Testing": 20}, size=64, seed=2)
+        self.digests_before = {name: _digest(self.data_root / name) for name in DATASET_FOLDERS}
+        self.env = {**os.environ, "BRAIN_MRI_DATA": str(self.data_root),
+                    "BRAIN_MRI_CACHE": str(base / "cache")}
+        self.log = base / "console.log"
+        self.start = time.perf_counter()
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "brainmri", "run", "--profile", "quick",
+                 "--results-dir", str(base / "results")],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.seconds: float | None = None
+
+    def wait(self) -> dict:
+        import time
+
+        if self.seconds is None:
+            self.proc.wait()
+            self.seconds = time.perf_counter() - self.start
+        output = self.log.read_text()
+        assert self.proc.returncode == 0, output[-20000:]
+        return {"run_dir": self.base / "results" / "quick", "data_root": self.data_root,
+                "seconds": self.seconds, "digests_before": self.digests_before,
+                "stdout": output, "env": self.env}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
-def build_book(run: str, results_dir: Path | None = None, env: dict | None = None) -> Path:
-    """``brainmri book`` (warnings as errors) for ``run``; returns _build/html."""
+DATASET_FOLDERS = ("brain-tumor-classification-mri", "brain-tumor-mri-dataset",
+                   "brain-tumor-detection")
+_QUICK: dict[str, QuickRun] = {}
+
+
+def pytest_collection_finish(session):
+    """Start the quick run now when a selected test needs it (see QuickRun)."""
+    import tempfile
+
+    if any("quick_run" in getattr(item, "fixturenames", ()) for item in session.items):
+        _QUICK["run"] = QuickRun(Path(tempfile.mkdtemp(prefix="brainmri-quick-")))
+
+
+def pytest_unconfigure(config):
+    if "run" in _QUICK:
+        _QUICK.pop("run").stop()
+
+
+@pytest.fixture(scope="session")
+def quick_run() -> dict:
+    """The quick run's results, once it has finished: run folder, data root, wall
+    seconds, the raw data's digests before the run, console output and environment."""
+    return _QUICK["run"].wait()
+
+
+def build_book(run: str, into: Path, results_dir: Path | None = None,
+               env: dict | None = None) -> Path:
+    """``brainmri book`` (warnings as errors) for ``run``, copied to ``into``: returns
+    ``into/html``, with the staged notebooks the book was built from in ``into/notebooks``.
+
+    The build writes into the project (_build/html, book/notebooks); the copy keeps each
+    book intact when another one is built later in the session, so each is built once.
+    """
+    import shutil
     import subprocess
 
     from brainmri.core import paths
@@ -86,13 +139,27 @@ def build_book(run: str, results_dir: Path | None = None, env: dict | None = Non
         command += ["--results-dir", str(results_dir)]
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    return paths.project_root() / "_build" / "html"
+    root = paths.project_root()
+    shutil.copytree(root / "_build" / "html", into / "html")
+    shutil.copytree(root / "book" / "notebooks", into / "notebooks")
+    return into / "html"
 
 
 @pytest.fixture(scope="session")
-def built_book(quick_run):
-    """The book built (warnings as errors) from the quick run; returns _build/html."""
-    return build_book("quick", quick_run["run_dir"].parent, quick_run["env"])
+def built_book(quick_run, tmp_path_factory):
+    """The book built (warnings as errors) from the quick run; returns its html folder."""
+    return build_book("quick", tmp_path_factory.mktemp("book-quick"),
+                      quick_run["run_dir"].parent, quick_run["env"])
+
+
+@pytest.fixture(scope="session")
+def reference_book(tmp_path_factory):
+    """The book built from the committed reference run (the published book)."""
+    from brainmri.core import paths
+
+    if not (paths.project_root() / "results" / "reference" / "state.json").exists():
+        pytest.skip("no committed reference run in this checkout")
+    return build_book("reference", tmp_path_factory.mktemp("book-reference"))
 
 
 #: A compact CNN small enough to train in seconds, through the model chapters' own call.
@@ -110,10 +177,11 @@ def trained_run(tmp_path_factory):
     from brainmri.report import experiment, notebook
 
     base = tmp_path_factory.mktemp("trained")
-    os.environ["BRAIN_MRI_CACHE"] = str(base / "cache")
     make_dataset(base / "data", "sartaj", {"Training": 30, "Testing": 10}, size=64)
     make_dataset(base / "data", "br35h", {"Testing": 10}, size=64, seed=2)
-    p = notebook.setup("08b_compact_cnn", {**TINY_COMPACT, "data_dir": str(base / "data")},
-                       run_dir=str(base / "run"))
-    result = experiment.run(p)
+    with pytest.MonkeyPatch.context() as env:  # its own cache, whichever test asks first
+        env.setenv("BRAIN_MRI_CACHE", str(base / "cache"))
+        p = notebook.setup("08b_compact_cnn", {**TINY_COMPACT, "data_dir": str(base / "data")},
+                           run_dir=str(base / "run"))
+        result = experiment.run(p)
     return p.run.root, result.folder, base / "data"

@@ -98,7 +98,7 @@ def test_every_explainer_gives_one_map_per_image(explained):
 
 def test_faithfulness_and_sanity_scores_are_finite(explained):
     model, x, y, raw, maps = explained
-    table = explain.faithfulness(model, x, y, maps, steps=4, mufidelity_samples=8)
+    table = explain.faithfulness(model, x, y, maps, steps=4, mufidelity_samples=8, seed=0)
     assert list(table.columns) == ["deletion", "insertion", "mufidelity"]
     assert np.isfinite(table[["deletion", "insertion"]].to_numpy()).all()
     checks = explain.sanity_and_mass(model, x, y, raw, maps, 4, 4, seed=0, mask_threshold=0.1)

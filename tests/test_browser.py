@@ -10,8 +10,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import build_book
-
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -45,19 +43,11 @@ def browser():
 
 @pytest.fixture(scope="module", params=["quick", "reference"])
 def shown_book(request):
-    """The book as a reader gets it: built from the quick run (every code path), then
-    from the committed reference run (the published book, its real figures and text);
-    the quick book is built again afterwards for the tests that read it."""
-    if request.param == "quick":
-        yield request.getfixturevalue("built_book")
-        return
-    from brainmri.core import paths
-
-    if not (paths.project_root() / "results" / "reference" / "state.json").exists():
-        pytest.skip("no committed reference run in this checkout")
-    quick_run = request.getfixturevalue("quick_run")
-    yield build_book("reference")
-    build_book("quick", quick_run["run_dir"].parent, quick_run["env"])
+    """The book as a reader gets it: built from the quick run (every code path), and from
+    the committed reference run (the published book, its real figures and text). Each is
+    built once per test session, whatever order the tests run in."""
+    return request.getfixturevalue("built_book" if request.param == "quick"
+                                   else "reference_book")
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +81,9 @@ def _pages(root: Path) -> list[str]:
                   if not p.name.startswith(("genindex", "search")) and "_static" not in p.parts)
 
 
-def _expected_figures(stem: str) -> int:
-    from brainmri.core import paths
-
-    path = paths.project_root() / "book" / "notebooks" / f"{stem}.ipynb"
+def _expected_figures(book: Path, stem: str) -> int:
+    """Figures in the executed notebook the page ``stem`` of ``book`` was built from."""
+    path = book.parent / "notebooks" / f"{stem}.ipynb"
     if not path.exists():
         return 0
     nb = nbformat.read(path, 4)
@@ -119,7 +108,7 @@ def test_every_page_loads_without_errors_and_with_its_figures(browser, server, s
         if errors:
             problems.append(f"{page}: console errors: {errors}")
         if page.startswith("book/notebooks/"):
-            expected = _expected_figures(Path(page).stem)
+            expected = _expected_figures(shown_book, Path(page).stem)
             shown = browser.execute_script(
                 "return document.querySelectorAll('.cell_output img').length;")
             if shown < expected:

@@ -88,3 +88,44 @@ def test_fingerprint_ignores_mtime_but_not_content(tmp_path):
     data[-10] ^= 0xFF  # same size, other bytes
     target.write_bytes(bytes(data))
     assert datasets.fingerprint(root) != before
+
+
+def test_an_env_location_that_does_not_exist_is_an_error(tmp_path, monkeypatch,
+                                                          no_project_raw):
+    """$BRAIN_MRI_DATA is explicit: never silently replaced by data/raw or a download."""
+    make_dataset(tmp_path / "project-data" / "raw", "sartaj")
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "nonexistent"))
+    with pytest.raises(DatasetNotFoundError) as info:
+        datasets.locate("sartaj")
+    message = str(info.value)
+    assert f"$BRAIN_MRI_DATA={tmp_path / 'nonexistent'}" in message
+    assert "does not exist" in message and "unset BRAIN_MRI_DATA" in message
+
+
+def test_an_env_location_without_the_dataset_names_the_missing_folder(
+        tmp_path, monkeypatch, no_project_raw):
+    make_dataset(tmp_path / "env", "nickparvar")
+    make_dataset(tmp_path / "project-data" / "raw", "sartaj")
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "env"))
+    with pytest.raises(DatasetNotFoundError) as info:
+        datasets.locate("sartaj", download=True)
+    message = str(info.value)
+    assert "brain-tumor-classification-mri" in message and str(tmp_path / "env") in message
+    assert "Downloading" not in message
+
+
+@pytest.mark.parametrize("explicit", ["env", "data_dir"])
+def test_a_copy_without_its_testing_folder_is_incomplete(tmp_path, monkeypatch,
+                                                         no_project_raw, explicit):
+    import shutil
+
+    copy = make_dataset(tmp_path / "copy", "sartaj", {"Training": 2, "Testing": 2})
+    shutil.rmtree(copy / "Testing")
+    make_dataset(tmp_path / "project-data" / "raw", "sartaj")
+    if explicit == "env":
+        monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "copy"))
+    with pytest.raises(DatasetNotFoundError) as info:
+        datasets.locate("sartaj", tmp_path / "copy" if explicit == "data_dir" else None)
+    message = str(info.value)
+    assert "is incomplete" in message and f"{copy / 'Testing'} is missing" in message
+    assert message.count("is missing") == 1  # the split folder, not its four classes

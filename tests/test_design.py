@@ -130,3 +130,37 @@ def test_notebooks_declare_names_and_assign_no_parameter_a_value():
                     for t in node.targets:
                         if isinstance(t, ast.Name) and t.id in names:
                             pytest.fail(f"{path.name} assigns the parameter {t.id!r}")
+
+
+def test_every_parameter_has_a_type_and_a_range_or_choices():
+    """Each parameter of base.yaml's chapters and shared groups has a rule that fixes its
+    type, and a range (numbers), choices (free text) or a shape (names, paths) that
+    bounds it; every value base.yaml gives passes it."""
+    base = profiles.load_profile("base")
+    values = _base_values()
+    for group in base.shared.values():
+        assert set(group) <= set(values)
+    uncovered, failing = [], []
+    for name, given in sorted(values.items()):
+        rule = base.rule(name)
+        kind = rule.type.removeprefix("list[").removesuffix("]")
+        if kind in ("int", "float", "layer") and rule.bounds is None:
+            uncovered.append(f"{name}: {rule.type} without a range")
+        elif kind == "str" and rule.choices is None:
+            uncovered.append(f"{name}: text without choices (or a name/path type)")
+        elif kind not in profiles.TYPES:
+            uncovered.append(f"{name}: no type ({rule.type!r})")
+        failing += [f"{name}={v!r}: {p}" for v in given
+                    if (p := profiles.check_value(base, name, v))]
+    assert not uncovered, "\n".join(uncovered)
+    assert not failing, "\n".join(failing)
+    unused = set(base.rules.get("types", {})) | set(base.rules.get("ranges", {})) \
+        | set(base.rules.get("choices", {}))
+    assert unused <= set(values), f"rules for no parameter: {sorted(unused - set(values))}"
+
+
+def test_model_name_choices_are_the_builders():
+    from brainmri.modeling import builders
+
+    base = profiles.load_profile("base")
+    assert set(base.rule("model_name").choices) == set(builders.BUILDERS)

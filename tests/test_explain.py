@@ -140,13 +140,29 @@ def test_shared_mufidelity_scores_an_exact_attribution_one_and_its_opposite_minu
     targets = explain.one_hot(np.zeros(3, int))
     metric = MuFidelity(model, x, targets, grid_size=8, nb_samples=40, batch_size=16,
                         baseline_mode=explain.background_baseline, activation="softmax")
-    scores = explain.shared_mufidelity(metric, {"exact": exact, "opposite": -exact,
-                                                "flat": np.ones_like(exact)})
+    maps = {"exact": exact, "opposite": -exact, "flat": np.ones_like(exact)}
+    scores = explain.shared_mufidelity(metric, maps, seed=0)
     assert scores["exact"] == pytest.approx(1.0, abs=1e-6)
     assert scores["opposite"] == pytest.approx(-1.0, abs=1e-6)
     assert scores["flat"] < 0.9  # the count of removed pixels alone ranks less well
-    # Xplique's own evaluation (new subsets) agrees on the exact map
-    assert metric(exact[..., None]) == pytest.approx(scores["exact"], abs=1e-6)
+    # the same seed draws the same subsets, whatever ran before (no global RNG state)
+    import keras
+
+    keras.utils.set_random_seed(123)
+    assert explain.shared_mufidelity(metric, maps, seed=0) == scores
+
+
+def test_subset_masks_are_seeded_and_remove_the_asked_share():
+    first = explain.subset_masks(np.random.default_rng(5), 400, 8, (32, 32), 0.2)
+    again = explain.subset_masks(np.random.default_rng(5), 400, 8, (32, 32), 0.2)
+    assert first.shape == (400, 32, 32, 1) and np.array_equal(first, again)
+    assert set(np.unique(first)) == {0.0, 1.0}
+    assert 1.0 - first.mean() == pytest.approx(0.2, abs=0.02)  # 25,600 cells drawn
+    # each grid cell is a 4 x 4 block of one value (nearest-neighbour stretch)
+    assert np.array_equal(first[:, ::4, ::4].repeat(4, 1).repeat(4, 2), first)
+    # subsets differ from one another (the defect: repeated draws, ties in Spearman)
+    flat = first.reshape(400, -1)
+    assert len(np.unique(flat, axis=0)) == 400
 
 
 def _table(changes: dict | None = None) -> pd.DataFrame:

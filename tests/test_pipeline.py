@@ -305,3 +305,177 @@ def test_reference_profile_ships_the_nickparvar_compact_model():
     assert steps["08b_compact_cnn-nickparvar"]["export_to"] == "models/brainmri_compact.keras"
     assert steps["08b_compact_cnn-nickparvar"]["dataset"] == "nickparvar"  # --dataset lost
     assert steps["08b_compact_cnn"]["export_to"] is None
+
+
+# --- `brainmri run` on the project's own profiles: arguments checked before anything ------
+
+@pytest.fixture
+def no_notebook_runs(tmp_path, monkeypatch):
+    """The project's profiles with the notebooks replaced by a recorder: what each step
+    would receive, and nothing executed."""
+    received = {}
+
+    def record(step, params, run, output, log=None):
+        received[step.name] = params
+        output.write_text("{}")
+
+    monkeypatch.setattr(runner, "_execute", record)
+    monkeypatch.setattr(runner, "finish_notebook", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runner, "_check_data", lambda resolved: {})
+    return received
+
+
+def _cli_run(tmp_path, *extra):
+    from brainmri import cli
+
+    return cli.main(["run", "--profile", "quick", "--results-dir", str(tmp_path / "r"),
+                     *extra])
+
+
+@pytest.mark.parametrize("item,match", [
+    ("learning_rate=.nan", "learning_rate=nan: not a finite number"),
+    ("learning_rate=.inf", "learning_rate=inf: not a finite number"),
+    ("epochs=null", "epochs=None: null is not accepted"),
+    ("samples_per_class=-3", r"samples_per_class=-3: must lie in \[1, "),
+    ("ig_steps=0", r"ig_steps=0: must lie in \[1, "),
+    ("widths=[8, -1]", r"widths=\[8, -1\]: item -1: must lie in \[1, "),
+    ("datasets=[sartaj, brats]", "item 'brats': allowed values are"),
+    ("variant=/../../x", "variant='/../../x': not a plain name"),
+    ("model_name=../x", "model_name='../x': "),
+    ("export_to=../outside.keras", "export_to='../outside.keras': "),
+    ("export_to=models/x.h5", "a .keras file"),
+    ("repeat=../x", "repeat='../x': not a plain name"),
+    ("models=[../x]", "item '../x': not a plain name"),
+    ("settings={learning_rate: .nan}", "learning_rate=nan: not a finite number"),
+    ("variants=[{name: ../x}]", "not a plain name"),
+    ("base_chapter=99_nope", "not a chapter of params/base.yaml"),
+])
+def test_every_set_value_is_checked_before_anything_is_created(
+        tmp_path, no_notebook_runs, capsys, item, match):
+    assert _cli_run(tmp_path, "--set", item) == 1
+    err = capsys.readouterr().err
+    assert __import__("re").search(match, err), err
+    assert not no_notebook_runs and not (tmp_path / "r").exists()
+
+
+def test_set_error_quotes_the_steps_own_default(tmp_path, no_notebook_runs, capsys):
+    """Chapter 05's epochs default is 6 (08b's is 40): the message says 6."""
+    assert _cli_run(tmp_path, "--only", "05_relu_cnn", "--set", "epochs=null") == 1
+    err = capsys.readouterr().err
+    assert "(default: 6 in 05_relu_cnn)" in err and "40" not in err, err
+    assert _cli_run(tmp_path, "--only", "05_relu_cnn,08b_compact_cnn", "--set",
+                    "epochs=.nan") == 1
+    err = capsys.readouterr().err
+    assert "default: 6 in 05_relu_cnn; 40 in 08b_compact_cnn, 08b_compact_cnn-nickparvar" \
+        in err, err
+
+
+def test_set_numbers_are_read_as_numbers_and_paths_as_text(tmp_path, no_notebook_runs):
+    assert _cli_run(tmp_path, "--only", "05_relu_cnn", "--set", "learning_rate=1e-3",
+                    "--set", "variant=2024", "--set", "data_dir=0123",
+                    "--set", "export_to=models/x.keras") == 0
+    params = no_notebook_runs["05_relu_cnn"]
+    assert params["learning_rate"] == 0.001 and isinstance(params["learning_rate"], float)
+    assert params["variant"] == "2024" and params["data_dir"] == "0123"
+    assert params["export_to"] == "models/x.keras"
+
+
+def test_a_data_dir_that_yaml_reads_as_a_number_is_a_path(tmp_path, monkeypatch, capsys):
+    """`--set data_dir=2024` (a folder named 2024) is a path, not a crash in pathlib."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "_execute", lambda *args, **kwargs: pytest.fail("ran"))
+    assert _cli_run(tmp_path, "--only", "01_data_exploration", "--set", "data_dir=2024") == 1
+    err = capsys.readouterr().err
+    assert "data_dir='2024' does not exist" in err and "TypeError" not in err, err
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--run", "../escape"], "--run '../escape': not a plain name"),
+    (["--run", "ABSOLUTE"], "--run 'ABSOLUTE': not a plain name"),
+    (["--run", "fine", "--only", "99"], "--only '99' matches no step"),
+])
+def test_run_name_and_steps_are_checked_before_any_folder_exists(
+        tmp_path, no_notebook_runs, capsys, extra, match):
+    absolute = str(tmp_path / "absolute")  # never a folder outside the test's own
+    extra = [absolute if e == "ABSOLUTE" else e for e in extra]
+    assert _cli_run(tmp_path, *extra) == 1
+    assert match.replace("ABSOLUTE", absolute) in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("r", "escape", "absolute"))
+
+
+def test_export_to_stays_under_models_or_is_an_absolute_keras_file():
+    profile = profiles.load_profile("base")
+    for good in ("models/brainmri_compact.keras", "models/sub/x.keras", "/srv/x.keras"):
+        assert profiles.check_value(profile, "export_to", good) is None, good
+    for bad in ("x.keras", "../models/x.keras", "models/../../x.keras", "models/x.h5",
+                "results/x.keras", "/srv/../x.keras", ""):
+        assert profiles.check_value(profile, "export_to", bad), bad
+
+
+def test_ctrl_c_at_any_point_is_one_line_and_exit_130(monkeypatch, capsys):
+    import argparse
+
+    from brainmri import cli
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "add_arguments", interrupt)  # the import in parser()
+    assert cli.main(["run", "--profile", "quick"]) == cli.EXIT_INTERRUPTED
+    monkeypatch.undo()
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupt)
+    assert cli.main(["run", "--profile", "quick"]) == cli.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.count("error: interrupted (Ctrl-C)") == 2 and "Traceback" not in err
+
+
+def test_a_run_folder_in_use_is_refused_at_once(project):
+    """A second runner of the same run name fails at once, naming the run and the pid
+    of the runner that holds it; the first one's lock goes with it."""
+    import fcntl
+    import os
+
+    from brainmri.core.runfolder import RunFolder
+
+    root, _ = project
+    folder = RunFolder.named("test", root / "results").create()
+    with open(folder.lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        with pytest.raises(BrainMRIError, match=r"run 'test' is in use by another brainmri "
+                                                r"run \(pid 4242"):
+            runner.run("test", results_root=root / "results")
+    assert not (folder.notebooks / "01_first.ipynb").exists()
+    run_dir = runner.run("test", results_root=root / "results")  # released: runs
+    assert _first(run_dir)["size"] == 1
+    assert folder.lock.read_text().strip() == str(os.getpid())  # the holder's pid
+
+
+def test_kernel_and_library_noise_goes_to_the_step_log(project, capfd):
+    """The kernel's start-up notices (IPKernelApp), what it writes to its own stderr
+    (TF, absl) and warnings in the runner go to logs/<step>.log; the console shows one
+    line per step."""
+    root, _ = project
+    _notebook(root / "notebooks" / "01_first.ipynb",
+              WRITE_FIRST + "\nimport os\nos.write(2, b'absl: noisy start-up line\\n')")
+    original = runner.finish_notebook
+
+    def warn_then_finish(*args, **kwargs):
+        import warnings
+
+        warnings.warn("a library is deprecated", FutureWarning, stacklevel=2)
+        return original(*args, **kwargs)
+
+    runner.finish_notebook = warn_then_finish
+    try:
+        run_dir = runner.run("test", results_root=root / "results")
+    finally:
+        runner.finish_notebook = original
+    out, err = capfd.readouterr()
+    for noise in ("IPKernelApp", "absl", "DeprecationWarning", "deprecated"):
+        assert noise not in out + err, out + err
+    assert [line.split(":")[0] for line in out.splitlines()[1:3]] == \
+        ["[1/2] 01_first", "[2/2] 02_second"]
+    log = (run_dir / "logs" / "01_first.log").read_text()
+    assert "IPKernelApp" in log and "a library is deprecated" in log

@@ -232,15 +232,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from brainmri.core.errors import BrainMRIError
-
+    # Everything inside the try, the parser too: building it imports the runner (most
+    # of a second), and Ctrl-C there must not print a traceback either.
     try:
-        return args.func(args)
-    except BrainMRIError as exc:
-        _err(str(exc))
-        return 1
+        args = parser().parse_args(argv)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from brainmri.core.errors import BrainMRIError
+
+        try:
+            return args.func(args)
+        except BrainMRIError as exc:
+            _err(str(exc))
+            return 1
     except KeyboardInterrupt:
         _err("interrupted (Ctrl-C); rerun the same command to start again.")
         return EXIT_INTERRUPTED

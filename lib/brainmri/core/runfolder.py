@@ -7,6 +7,7 @@ they all go through :class:`RunFolder` instead of agreeing on string literals.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,19 @@ INTERACTIVE = "interactive"
 #: Variant names of the reduced-size study models (chapters 05b, 08c) start with this,
 #: so that they never share a file with a chapter's model trained with the same recipe.
 ABLATION_PREFIX = "ablation-"
+
+
+#: A name that becomes one component of a file or folder name (a run, a model, a recipe
+#: variant): it cannot climb out of its folder (``..``, ``/``) or hide (a leading dot).
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def name_problem(value: object) -> str | None:
+    """Why ``value`` cannot name a file or folder (None when it can)."""
+    if isinstance(value, str) and PLAIN_NAME.fullmatch(value):
+        return None
+    return ("not a plain name (letters, digits, '_', '.' and '-', starting with a letter "
+            "or digit; it becomes a file name)")
 
 
 def is_ablation_model(model: str) -> bool:
@@ -81,8 +95,18 @@ class RunFolder:
         return self.root / "environment.json"
 
     @property
-    def log(self) -> Path:
-        return self.root / "run.log"
+    def lock(self) -> Path:
+        """Held (flock) by the runner writing this folder, holding its pid."""
+        return self.root / ".lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def step_log(self, step: str) -> Path:
+        """What the console does not show of one step: its kernel's own output (start-up
+        notices, TensorFlow and absl lines) and the runner's warnings while it ran."""
+        return self.logs / f"{step}.log"
 
     # --- data chapters -------------------------------------------------------------
     @property

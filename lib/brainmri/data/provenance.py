@@ -11,6 +11,7 @@ other collections) are built here as well.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from brainmri.core.runfolder import RunFolder
@@ -118,3 +119,15 @@ def split_class_by_copy(files: pd.DataFrame, overlap: Overlap, dataset: str,
     has_copy = files["path"].isin(overlap.pairs[f"{dataset}_path"])
     return pd.crosstab([files["official_split"], files["label"]],
                        has_copy.map({True: f"copy in {other}", False: f"no copy in {other}"}))
+
+
+def sample_groups(files: pd.DataFrame, by: list[str], per_group: int | None,
+                  seed: int) -> pd.DataFrame:
+    """At most ``per_group`` rows of each group of ``by`` columns (seeded), in the original
+    order; all rows when ``per_group`` is None. A smaller sample keeps every source and
+    class in the statistics (a quick run describes a few hundred images, not thousands)."""
+    if per_group is None:
+        return files
+    shuffled = files.iloc[np.random.default_rng(seed).permutation(len(files))]
+    kept = shuffled.groupby(by, sort=False).head(per_group).index
+    return files.loc[files.index.isin(kept)]

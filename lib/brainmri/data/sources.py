@@ -12,6 +12,10 @@ A dataset is found, in this order:
 4. a download with kagglehub (plus, for Sartaj, the public GitHub archive), linked
    into ``data/raw/`` so that step 3 finds it next time.
 
+A location given explicitly (1 or 2) is the only place looked at: when it does not
+exist, holds no copy of the dataset, or holds an incomplete one, that is an error that
+names the location and what is missing, never a silent fall back to another copy.
+
 Dataset folders are read-only for the project: nothing is ever written into them.
 """
 
@@ -137,11 +141,25 @@ def _looks_like_dataset(folder: Path, spec: DatasetSpec) -> bool:
     return True
 
 
-def check_layout(root: Path, spec: DatasetSpec) -> None:
-    """Every class folder present in every split folder, and none empty; otherwise one
+def _started(folder: Path, spec: DatasetSpec) -> bool:
+    """Some of the dataset's layout is there: one of its split folders (or, without
+    splits, one of its class folders). ``check_layout`` then names what is missing."""
+    for split in spec.split_folders:
+        if split != "." and (folder / split).is_dir():
+            return True
+        if split == "." and any((folder / c).is_dir() for c in spec.class_folders):
+            return True
+    return False
+
+
+def check_layout(root: Path, spec: DatasetSpec, hint: str = "") -> None:
+    """Every split folder present with every class folder, and none empty; otherwise one
     error that names the missing or empty folders and the expected layout."""
     problems = []
     for split in spec.split_folders:
+        if not (root / split).is_dir():
+            problems.append(f"{root / split} is missing")
+            continue
         for folder in spec.class_folders:
             where = root / split / folder
             if not where.is_dir():
@@ -151,21 +169,43 @@ def check_layout(root: Path, spec: DatasetSpec) -> None:
     if problems:
         raise DatasetNotFoundError(
             f"Dataset {spec.name!r} at {root} is incomplete: " + "; ".join(problems)
-            + f". Expected layout: {spec.layout()} with image files in every class folder.")
+            + f". Expected layout: {spec.layout()} with image files in every class folder."
+            + hint)
 
 
-def _candidates(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
-    """Where to look. An explicit ``data_dir`` is the only place looked at: a wrong explicit
-    location must be an error, not silently replaced by another copy."""
-    if data_dir:
-        base = Path(data_dir).expanduser()
-        return [("data_dir parameter", base / spec.folder), ("data_dir parameter", base)]
-    found: list[tuple[str, Path]] = []
+def _explicit(data_dir: str | os.PathLike | None) -> tuple[str, Path, str] | None:
+    """The location the user named (``data_dir``, else ``$BRAIN_MRI_DATA``): how to
+    name it in a message, the folder, and what to do when it is wrong."""
+    if data_dir is not None and str(data_dir) != "":
+        text = os.fspath(data_dir) if isinstance(data_dir, os.PathLike) else str(data_dir)
+        return (f"data_dir={text!r}", Path(text).expanduser(),
+                "Give data_dir a folder that holds the dataset folders (or the dataset "
+                "folder itself), or leave it null to use $BRAIN_MRI_DATA, data/raw/ or a "
+                "download.")
     env = os.environ.get(ENV_VAR)
     if env:
-        found.append((f"${ENV_VAR}", Path(env).expanduser() / spec.folder))
-    found.append(("data/raw", paths.data_dir() / "raw" / spec.folder))
-    return found
+        return (f"${ENV_VAR}={env}", Path(env).expanduser(),
+                f"Point {ENV_VAR} at a folder that holds the dataset folders (export "
+                f"{ENV_VAR}=/path/to/folder), or unset {ENV_VAR} to use data/raw/ or a "
+                "download.")
+    return None
+
+
+def _at_explicit(spec: DatasetSpec, label: str, base: Path, advice: str) -> Path:
+    """The dataset at the location the user named, or an error that says what is wrong
+    there: nothing else is looked at."""
+    if not base.is_dir():
+        state = "is not a folder" if base.exists() else "does not exist"
+        raise DatasetNotFoundError(
+            f"Dataset {spec.name!r}: {label} {state}; expected {base / spec.layout()}. "
+            + advice)
+    for candidate in (base / spec.folder, base):
+        if _started(candidate, spec):
+            check_layout(candidate, spec, f" (location from {label}.) " + advice)
+            return candidate.resolve()
+    raise DatasetNotFoundError(
+        f"Dataset {spec.name!r}: {label} holds no {spec.folder}/ folder; expected "
+        f"{base / spec.layout()}. " + advice)
 
 
 def _not_found_message(spec: DatasetSpec, tried: list[tuple[str, Path]], why: str) -> str:
@@ -189,16 +229,14 @@ def _not_found_message(spec: DatasetSpec, tried: list[tuple[str, Path]], why: st
 def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
     """Return the folder holding dataset ``name``'s split and class folders."""
     spec = get_spec(name)
-    tried = _candidates(spec, data_dir)
-    for _, path in tried:
-        if _looks_like_dataset(path, spec):
-            check_layout(path, spec)
-            return path.resolve()
-    if data_dir:
-        why = (f"data_dir={str(data_dir)!r} does not exist" if not Path(data_dir).expanduser()
-               .exists() else f"data_dir={str(data_dir)!r} holds no {spec.layout()} "
-               "layout")
-        raise DatasetNotFoundError(_not_found_message(spec, tried, why))
+    explicit = _explicit(data_dir)
+    if explicit is not None:
+        return _at_explicit(spec, *explicit)
+    raw = paths.data_dir() / "raw" / spec.folder
+    if _started(raw, spec):
+        check_layout(raw, spec)
+        return raw.resolve()
+    tried = [("data/raw", raw)]
     if not download:
         raise DatasetNotFoundError(_not_found_message(spec, tried, "downloads disabled"))
     return _download(spec, tried)

@@ -133,7 +133,18 @@ def background_baseline(inputs) -> np.ndarray:
     return out.numpy() if isinstance(inputs, np.ndarray) else out
 
 
-def shared_mufidelity(metric, maps: dict[str, np.ndarray]) -> dict[str, float]:
+def subset_masks(rng: np.random.Generator, n: int, grid: int, size: tuple[int, int],
+                 subset_percent: float) -> np.ndarray:
+    """(n, H, W, 1) masks, 1 keeping a pixel and 0 removing it: each of the ``grid`` x
+    ``grid`` cells is removed with probability ``subset_percent`` and the cells are
+    stretched to ``size`` by nearest neighbour, as Xplique's MuFidelity draws them."""
+    import tensorflow as tf
+
+    cells = (rng.random((n, grid, grid, 1)) > subset_percent).astype(np.float32)
+    return tf.image.resize(cells, size, method="nearest").numpy()
+
+
+def shared_mufidelity(metric, maps: dict[str, np.ndarray], seed: int) -> dict[str, float]:
     """Xplique's MuFidelity (``metric``, an ``xplique.metrics.MuFidelity``) of every
     explainer's maps, on one set of random pixel subsets.
 
@@ -142,29 +153,32 @@ def shared_mufidelity(metric, maps: dict[str, np.ndarray]) -> dict[str, float]:
     draw serves all explainers: the same score (the mean over images of the Spearman
     correlation between the drop in the target's probability and the attribution removed),
     at a quarter of the cost for four explainers, and explainers compared on the same
-    subsets.
+    subsets. The subsets come from a generator seeded with ``seed`` rather than from
+    Xplique's private ``_perturb_samples``, whose unseeded ``tf.random`` draws repeat
+    themselves under a global seed (a new graph per batch size replays the first batch).
     """
     import warnings
 
     import tensorflow as tf
     from scipy.stats import spearmanr
 
+    rng = np.random.default_rng(seed)
     phis = {name: (m.mean(-1) if m.ndim == 4 else m).reshape(len(m), -1).astype(np.float32)
             for name, m in maps.items()}
     scores = {name: [] for name in maps}
-    for i in range(len(metric.inputs)):
-        inp, label = metric.inputs[i:i + 1], metric.targets[i:i + 1]
-        drops, kept, done = [], [], 0
-        while done < metric.nb_samples:
-            n = min(metric.perturbation_batch_size, metric.nb_samples - done)
-            done += n
-            degraded, masks = metric._perturb_samples(inp, n)  # masks: 1 keeps a pixel
-            predicted = metric.batch_inference_function(
-                metric.model, degraded, tf.repeat(label, n, 0), metric.batch_size)
-            drops.append(metric.base_predictions[i, 0] - tf.reshape(predicted, (-1,)))
-            kept.append(tf.reshape(masks[0], (n, -1)))
-        drop = tf.concat(drops, 0).numpy()
-        removed = 1.0 - tf.concat(kept, 0).numpy()  # (subsets, pixels)
+    inputs = np.asarray(metric.inputs, np.float32)
+    n, size = metric.nb_samples, inputs.shape[1:3]
+    for i in range(len(inputs)):
+        masks = subset_masks(rng, n, metric.grid_size, size, metric.subset_percent)
+        image = np.repeat(inputs[i:i + 1], n, 0)
+        baseline = (metric.baseline_mode(image) if callable(metric.baseline_mode)
+                    else metric.baseline_mode)
+        degraded = image * masks + (1.0 - masks) * baseline
+        predicted = metric.batch_inference_function(
+            metric.model, tf.constant(degraded), tf.repeat(metric.targets[i:i + 1], n, 0),
+            metric.batch_size)
+        drop = (metric.base_predictions[i, 0] - tf.reshape(predicted, (-1,))).numpy()
+        removed = 1.0 - masks.reshape(n, -1)  # (subsets, pixels)
         for name, phi in phis.items():
             with warnings.catch_warnings():  # a constant map has no ranking: counted as 0
                 warnings.simplefilter("ignore")
@@ -174,10 +188,11 @@ def shared_mufidelity(metric, maps: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def faithfulness(model, images: np.ndarray, labels: np.ndarray, maps: dict[str, np.ndarray],
-                 steps: int, mufidelity_samples: int, xplique_batch: int = 32,
+                 steps: int, mufidelity_samples: int, seed: int, xplique_batch: int = 32,
                  seconds: dict | None = None) -> pd.DataFrame:
-    """Deletion (lower is better), Insertion and MuFidelity (higher is better) per
-    explainer; each metric's wall time is added to ``seconds[metric]`` when given."""
+    """Deletion (lower is better), Insertion and MuFidelity (higher is better, on pixel
+    subsets drawn with ``seed``) per explainer; each metric's wall time is added to
+    ``seconds[metric]`` when given."""
     from xplique.metrics import Deletion, Insertion, MuFidelity
 
     logits = logits_model(model)
@@ -194,7 +209,7 @@ def faithfulness(model, images: np.ndarray, labels: np.ndarray, maps: dict[str, 
         grid = 8 if min(x.shape[1:3]) >= 8 else 1
         mufidelity = MuFidelity(logits, x, targets, grid_size=grid,
                                 nb_samples=mufidelity_samples, **common)
-        for name, value in shared_mufidelity(mufidelity, maps).items():
+        for name, value in shared_mufidelity(mufidelity, maps, seed).items():
             rows[name]["mufidelity"] = value
     return pd.DataFrame.from_dict(rows, orient="index")[
         ["deletion", "insertion", "mufidelity"]].rename_axis("explainer")
@@ -347,7 +362,7 @@ def explain_model(tag: str, model, meta: dict, frame: pd.DataFrame, data_dir, *,
                                           scored_smoothgrad_samples), x_s, y_s, seconds,
                           prefix="scored maps: ")
     scores = faithfulness(model, x_s, y_s, sample_maps, deletion_steps, mufidelity_samples,
-                          seconds=seconds)
+                          seed, seconds=seconds)
     scores = scores.join(sanity_and_mass(model, x_s, y_s, raw_s, sample_maps, scored_ig_steps,
                                          scored_smoothgrad_samples, seed, mask_threshold,
                                          sanity_samples, layer, seconds))

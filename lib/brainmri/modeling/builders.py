@@ -8,6 +8,7 @@ hides attributions). ``GRADCAM_LAYER`` names the convolutional layer Grad-CAM us
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -222,11 +223,22 @@ def build(model_name: str, input_shape, **kwargs):
         return BUILDERS[model_name](tuple(input_shape), **kwargs)
 
 
+#: One logits model per model: each new keras.Model traces its predict function anew,
+#: which costs seconds per call for a large backbone on a CPU (a chapter predicts its
+#: validation, test and external sets with the same model).
+_LOGITS_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def logits_model(model):
     """The same graph, stopped at the ``logits`` layer (what the explainers need)."""
     import keras
 
-    return keras.Model(model.input, model.get_layer("logits").output, name=f"{model.name}_logits")
+    cached = _LOGITS_MODELS.get(model)
+    if cached is None:
+        cached = keras.Model(model.input, model.get_layer("logits").output,
+                             name=f"{model.name}_logits")
+        _LOGITS_MODELS[model] = cached
+    return cached
 
 
 def multiply_accumulates(model) -> int:

@@ -4,6 +4,8 @@
 ``book/notebooks/`` (a staging folder, not committed) and runs ``jupyter-book build``
 with warnings as errors. A notebook that the table of contents lists but the run did
 not execute gets a one-paragraph page saying so, and the build prints its name.
+What jupyter-book and Sphinx print goes to ``_build/book.log``; the console gets the
+book's location and Sphinx's warnings and errors.
 
 The maths renderer travels with the book, so that equations render offline: MathJax 3
 from the ``django-static-mathjax`` package (MathJax's own npm files) is copied into
@@ -13,6 +15,7 @@ from the ``django-static-mathjax`` package (MathJax's own npm files) is copied i
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +31,25 @@ STAGE = Path("book") / "notebooks"
 STATIC = Path("_build") / "static"
 #: The MathJax component the book loads (the one Sphinx takes from a CDN by default).
 MATHJAX_BUNDLE = "tex-mml-chtml.js"
+#: Everything jupyter-book and Sphinx print (progress, library warnings): the console
+#: gets the book's location and Sphinx's own warnings and errors only.
+BUILD_LOG = Path("_build") / "book.log"
+WARNING_LINE = re.compile(r"\b(?:WARNING|ERROR|CRITICAL|SEVERE):|^Traceback|^\w*Error: ")
+#: At most this many warning lines on the console; the rest are in the log.
+SHOWN_WARNINGS = 40
+
+
+def _report_warnings(log: Path) -> int:
+    """Print the build's warnings and errors (Sphinx's, not Python's deprecation notices)
+    to stderr; return how many there were."""
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if WARNING_LINE.search(line) and "DeprecationWarning" not in line]
+    lines = list(dict.fromkeys(lines))
+    for line in lines[:SHOWN_WARNINGS]:
+        print(line, file=sys.stderr)
+    if len(lines) > SHOWN_WARNINGS:
+        print(f"... and {len(lines) - SHOWN_WARNINGS} more in {log}", file=sys.stderr)
+    return len(lines)
 
 
 def toc_notebooks(root: Path | None = None) -> list[str]:
@@ -108,15 +130,21 @@ def build(run: str = "quick", results_root: Path | None = None, strict: bool = T
     jb = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(jb if jb.exists() else "jupyter-book"), "build", str(root), "--builder", "html",
            "--all", *(["-W", "-n", "--keep-going"] if strict else [])]
-    result = subprocess.run(cmd, cwd=root)
+    log = root / BUILD_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        result = subprocess.run(cmd, cwd=root, stdout=out, stderr=subprocess.STDOUT)
+    shown = _report_warnings(log)
     if result.returncode != 0:
-        raise BrainMRIError(f"jupyter-book build failed (exit {result.returncode}); "
-                            f"the warnings above name the pages.")
+        raise BrainMRIError(
+            f"jupyter-book build failed (exit {result.returncode}); "
+            + ("the warnings above name the pages" if shown else "see the end of the log")
+            + f". Full output: {log}")
     html = root / "_build" / "html"
     # Browsers ask for /favicon.ico whatever the page says, and the theme renders no icon
     # link here: serve the book's icon there too, so that no page logs a 404.
     favicon = yaml.safe_load((root / "_config.yml").read_text()).get("html", {}).get("favicon")
     if favicon:
         shutil.copy2(root / favicon, html / "favicon.ico")
-    print(f"book built from results/{run}: {html / 'index.html'}")
+    print(f"book built from results/{run}: {html / 'index.html'} (build log: {log})")
     return html

@@ -5,13 +5,21 @@ results are written by the notebooks themselves into ``results/<run>/``. A step 
 fails stops the run with the notebook and cell named, and its partial notebook kept.
 Rerunning with the same parameters resumes after the last step that succeeded: steps
 are skipped while their parameters, notebook source and library code are unchanged.
+
+Every argument (run name, steps, ``--set`` values, datasets) is checked before anything
+is written; then the runner holds a lock on the run folder, so a second runner of the
+same run fails at once. The console shows one line per step; what the kernels and
+libraries print besides (start-up notices, TensorFlow and absl lines, warnings) goes to
+``results/<run>/logs/<step>.log``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -27,9 +35,16 @@ from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError
 from brainmri.core.files import atomic_write_json, atomic_write_text, read_json
 from brainmri.core.progress import ENV as PROGRESS_ENV
-from brainmri.core.runfolder import RunFolder
+from brainmri.core.runfolder import RunFolder, name_problem
 from brainmri.report.environment import describe_environment, git_revision
-from brainmri.report.profiles import Step, check_overrides, check_values, load_profile, params_hash
+from brainmri.report.profiles import (
+    Step,
+    check_overrides,
+    check_values,
+    from_text,
+    load_profile,
+    params_hash,
+)
 
 KERNEL = "python3"
 #: How an executed notebook names folders outside the project: the variables the runner
@@ -148,6 +163,21 @@ def _environ(values: dict[str, str]):
                 os.environ[key] = value
 
 
+def _kernel_manager(log):
+    """A kernel manager class whose kernels write their own stdout and stderr to ``log``:
+    the kernel's start-up notices ("[IPKernelApp] WARNING | Kernel is running over TCP
+    ...") and whatever it prints outside a cell's output reach the log, not the console."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class StepKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw.setdefault("stdout", log)
+            kw.setdefault("stderr", log)
+            return await super().start_kernel(**kw)
+
+    return StepKernelManager
+
+
 def _execute(step: Step, params: dict[str, Any], run: RunFolder, output: Path) -> None:
     import papermill
 
@@ -155,13 +185,74 @@ def _execute(step: Step, params: dict[str, Any], run: RunFolder, output: Path) -
     # terminal the runner shows papermill's per-cell bar instead.
     os.environ[PROGRESS_ENV] = "0"
     injected, env = _portable(run, params)
-    with _environ(env):
+    with _environ(env), open(run.step_log(step.name), "ab") as log:
         papermill.execute_notebook(
             str(step.source), str(output), parameters=injected, kernel_name=KERNEL,
             progress_bar=({"desc": f"  {step.name}", "leave": False} if sys.stderr.isatty()
                           else False),
             log_output=False, cwd=str(step.source.parent), request_save_on_cell_execute=True,
+            kernel_manager_class=_kernel_manager(log),
         )
+
+
+# --- what the console does not show ------------------------------------------------------
+
+_LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+
+
+class _RunLog(logging.FileHandler):
+    """The runner's log file handler (one at a time: a step's log replaces run.log)."""
+
+
+@contextlib.contextmanager
+def _logging_to(path: Path):
+    """Log records and warnings of this process go to ``path`` (appended) meanwhile, not
+    to the console (a record that finds a handler is not printed by logging's last
+    resort)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = _RunLog(path, mode="a", encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root = logging.getLogger()
+    outer = [h for h in root.handlers if isinstance(h, _RunLog)]
+    for h in outer:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for h in outer:
+            root.addHandler(h)
+
+
+@contextlib.contextmanager
+def _locked(folder: RunFolder):
+    """Hold ``folder`` for this runner (an exclusive flock on its lock file, which holds
+    our pid): a second runner of the same run fails at once instead of writing the same
+    files. The lock goes with the process, even when it is killed."""
+    import fcntl
+
+    folder.create()
+    fd = os.open(folder.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise BrainMRIError(f"cannot lock {_shown(folder.lock)} ({exc.strerror}): "
+                                f"choose a --results-dir on a local disk.") from None
+        raise BrainMRIError(
+            f"run {folder.name!r} is in use by another brainmri run (pid {holder}; lock "
+            f"file {_shown(folder.lock)}). Wait for it to finish, or give this run another "
+            f"name with --run.") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # --- the executed notebook as the book shows it ----------------------------------------
@@ -271,20 +362,47 @@ def _record(run: RunFolder, step: Step, params: dict[str, Any], profile: str,
     atomic_write_json(state, run.state)
 
 
-def run(profile_name: str, run: str | None = None, only: str | None = None,
-        overrides: dict[str, Any] | None = None, force: bool = False,
-        results_root: Path | None = None, dataset: str | None = None) -> Path:
-    overrides = dict(overrides or {})
-    profile = load_profile(profile_name)
-    folder = RunFolder.named(run or profile_name, results_root).create()
-    folder.notebooks.mkdir(exist_ok=True)
-    state = {} if force else (read_json(folder.state, {}) or {})
+def _check_arguments(profile, name: str, only: str | None, overrides: dict[str, Any],
+                     dataset: str | None) -> tuple[list[Step], dict[str, Any]]:
+    """Every argument of a run, before anything is written: the run's name (it becomes a
+    folder), the steps, the ``--set`` values (text is read by each parameter's type) and
+    ``--dataset``. Returns the steps and the typed overrides."""
+    if (problem := name_problem(name)):
+        raise BrainMRIError(f"--run {name!r}: {problem}.")
     steps = _select(profile.steps, only)
+    overrides = {k: from_text(profile, k, v) if isinstance(v, str) else v
+                 for k, v in overrides.items()}
     check_overrides(profile, steps, overrides)
     if dataset is not None:
         check_values(profile, {"dataset": dataset}, "--dataset")
+    return steps, overrides
+
+
+def run(profile_name: str, run: str | None = None, only: str | None = None,
+        overrides: dict[str, Any] | None = None, force: bool = False,
+        results_root: Path | None = None, dataset: str | None = None) -> Path:
+    """Run the profile's steps (``only``: some of them) into ``results/<run>``.
+
+    ``overrides`` are ``--set`` values; a string is read as command-line text (by the
+    parameter's type: ``"1e-3"`` is a float, ``"2024"`` for a path stays text)."""
+    profile = load_profile(profile_name)
+    steps, overrides = _check_arguments(profile, run or profile_name, only,
+                                        dict(overrides or {}), dataset)
     resolved = {step.name: profile.resolve(step, dataset, overrides) for step in steps}
     data = _check_data(resolved)
+    folder = RunFolder.named(run or profile_name, results_root)
+    logging.captureWarnings(True)  # library warnings become log records: the logs get them
+    try:
+        with _locked(folder), _logging_to(folder.logs / "run.log"):
+            return _run_steps(profile, folder, steps, resolved, overrides, data, force)
+    finally:
+        logging.captureWarnings(False)
+
+
+def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str, dict],
+               overrides: dict[str, Any], data: dict, force: bool) -> Path:
+    folder.notebooks.mkdir(exist_ok=True)
+    state = {} if force else (read_json(folder.state, {}) or {})
     lib_hash, revision = library_hash(), git_revision()
 
     environment = read_json(folder.environment, {}) or {}
@@ -292,7 +410,7 @@ def run(profile_name: str, run: str | None = None, only: str | None = None,
     environment["datasets"] = {**(environment.get("datasets") or {}), **data}
     atomic_write_json(environment, folder.environment)
     print(f"run {folder.name!r}: profile {profile.name!r}, {len(steps)} notebooks -> "
-          f"{_shown(folder.root)}", flush=True)
+          f"{_shown(folder.root)} (logs in {_shown(folder.logs)})", flush=True)
     started_fresh = False
     total_start = time.perf_counter()
     for i, step in enumerate(steps, 1):
@@ -311,8 +429,12 @@ def run(profile_name: str, run: str | None = None, only: str | None = None,
                       "cli_overrides": {k: v for k, v in overrides.items() if k in params}}
         _record(folder, step, params, profile.name,
                 {**base_entry, "status": "running", "started": time.time()})
+        log = folder.step_log(step.name)
+        log.write_text(f"# step {step.name} of run {folder.name}, started "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         try:
-            _execute(step, params, folder, output)
+            with _logging_to(log):
+                _execute(step, params, folder, output)
         except KeyboardInterrupt:  # Ctrl-C: record it, or state.json says "running" forever
             seconds = round(time.perf_counter() - start, 1)
             _record(folder, step, params, profile.name,
@@ -323,10 +445,12 @@ def run(profile_name: str, run: str | None = None, only: str | None = None,
         except Exception as exc:  # noqa: BLE001 - reported, then re-raised as a clean error
             seconds = round(time.perf_counter() - start, 1)
             failure = _failure(output, exc)
-            if output.exists():
-                finish_notebook(output, params, folder)
+            with _logging_to(log):
+                if output.exists():
+                    finish_notebook(output, params, folder)
+                if failure["ename"] in SKIPPABLE:
+                    _mark_skipped(output, failure)
             if failure["ename"] in SKIPPABLE:
-                _mark_skipped(output, failure)
                 reason = failure["evalue"].splitlines()[0]
                 _record(folder, step, params, profile.name,
                         {**base_entry, "status": "skipped", "seconds": seconds,
@@ -336,8 +460,9 @@ def run(profile_name: str, run: str | None = None, only: str | None = None,
             _record(folder, step, params, profile.name,
                     {**base_entry, "status": "failed", "seconds": seconds})
             print(f"{prefix}: FAILED ({seconds:.1f} s)", flush=True)
-            raise BrainMRIError(_failure_message(step, output, failure)) from None
-        finish_notebook(output, params, folder)
+            raise BrainMRIError(_failure_message(step, output, failure, log)) from None
+        with _logging_to(log):
+            finish_notebook(output, params, folder)
         seconds = round(time.perf_counter() - start, 1)
         _record(folder, step, params, profile.name, {**base_entry, "status": "ok",
                                                      "seconds": seconds})
@@ -404,10 +529,11 @@ def _mark_skipped(output: Path, failure: dict) -> None:
     nbformat.write(nb, output)
 
 
-def _failure_message(step: Step, output: Path, failure: dict) -> str:
+def _failure_message(step: Step, output: Path, failure: dict, log: Path) -> str:
     return (f"notebook {step.notebook}.ipynb (step {step.name!r}) failed in "
             f"{failure['where']}:\n  {failure['ename']}: {failure['evalue']}\n"
-            f"The partial executed notebook is kept at {output}.\n"
+            f"The partial executed notebook is kept at {output}; the kernel's own output "
+            f"is in {log}.\n"
             f"Fix the cause and rerun the same command: finished steps are skipped.")
 
 
@@ -423,17 +549,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default=None, help="parent of run folders")
 
 
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are read as YAML (``3`` is an int, ``[8, 16]`` a list)."""
-    overrides: dict[str, Any] = {}
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs, values as written: ``run`` reads each by its parameter's type
+    (YAML for numbers and lists, the text itself for names and paths)."""
+    overrides: dict[str, str] = {}
     for item in items:
         if "=" not in item:
             raise BrainMRIError(f"--set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise BrainMRIError(f"--set {item!r}: the value is not valid YAML") from None
+        overrides[key.strip()] = value
     return overrides
 
 

@@ -1,0 +1,63 @@
+"""What `brainmri run` and `brainmri book` print: one line per step, the book's location
+and real errors. Kernel notices, TensorFlow/absl start-up lines, library warnings and
+the book builder's chatter go to log files."""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from brainmri.core import paths
+from brainmri.report import book
+from synthetic import make_dataset
+
+NOISE = ("IPKernelApp", "absl", "DeprecationWarning", "Running Sphinx")
+
+
+def test_a_step_prints_one_line_and_logs_the_kernel_notices(tmp_path):
+    data = tmp_path / "data"
+    for i, name in enumerate(("sartaj", "nickparvar", "br35h")):
+        make_dataset(data, name, {"Training": 4, "Testing": 3}, size=32, seed=i)
+    env = {**os.environ, "BRAIN_MRI_DATA": str(data), "BRAIN_MRI_CACHE": str(tmp_path / "c")}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the runner sets it, not the caller
+    proc = subprocess.run([sys.executable, "-m", "brainmri", "run", "--profile", "quick",
+                           "--only", "01_data_exploration", "--run", "console",
+                           "--results-dir", str(tmp_path / "results")],
+                          env=env, capture_output=True, text=True)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console
+    for noise in NOISE:
+        assert noise not in console, console
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 and lines[1].startswith("[1/1] 01_data_exploration: ok ("), lines
+    assert proc.stderr == "", proc.stderr
+    log = tmp_path / "results" / "console" / "logs" / "01_data_exploration.log"
+    assert "IPKernelApp" in log.read_text()
+
+
+def test_the_book_build_prints_its_location_and_warnings_only(tmp_path, monkeypatch, capsys):
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"root": "index", "parts": []}))
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump({"title": "t"}))
+    (tmp_path / "results" / "quick" / "notebooks").mkdir(parents=True)
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(book, "stage_mathjax", lambda root=None: None)
+    chatter = ["Running Sphinx v7.4.7", "reading sources... [100%] index",
+               "/x/site-packages/y.py:3: DeprecationWarning: z is deprecated",
+               "book/intro.md:4: WARNING: undefined label: 'nowhere'"]
+
+    def fake_build(cmd, **kwargs):
+        print("\n".join(chatter), file=kwargs["stdout"], flush=True)
+        (tmp_path / "_build" / "html").mkdir(parents=True)
+        (tmp_path / "_build" / "html" / "index.html").write_text("<html></html>")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(book.subprocess, "run", fake_build)
+    book.build("quick", tmp_path / "results", strict=False)
+    out, err = capsys.readouterr()
+    assert "WARNING: undefined label" in err
+    assert "_build/html/index.html" in out
+    for noise in NOISE + ("reading sources",):
+        assert noise not in out + err, out + err
+    log = (tmp_path / "_build" / "book.log").read_text()
+    assert all(line in log for line in chatter)
