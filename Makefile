@@ -18,7 +18,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # pip reads this; without it, unrelated index warnings flood the log on some machines.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env data run book html lab report test lint bench browser-deps serve publish clean-cache
+.PHONY: help env data run book html lab report test lint bench bench-predict browser-deps serve publish clean-cache
 
 help:
 	@echo "make report   environment + data + the $(PROFILE) series + the book (PROFILE=quick|full|reference)"
@@ -29,6 +29,7 @@ help:
 	@echo "make html     one standalone HTML page per notebook of results/\$$RUN, in its html/"
 	@echo "make lab      JupyterLab on notebooks/ with the project's kernel (LAB_ARGS=--no-browser ...)"
 	@echo "make bench    input-pipeline benchmark (cached data vs synthetic tensors)"
+	@echo "make bench-predict  brainmri predict images/s, start-up included (BENCH_ARGS=FOLDER ...)"
 	@echo "make serve    serve _build/html on http://localhost:8000"
 	@echo "make publish  push _build/html to the gh-pages branch (ghp-import)"
 
@@ -77,6 +78,11 @@ lint: env
 
 bench: env
 	$(BRAINMRI) throughput
+
+# `brainmri predict` images/s on Nickparvar's Testing folder ($BRAIN_MRI_DATA), start-up
+# included; BENCH_ARGS="FOLDER --repeat 5 --workers 2" to change it.
+bench-predict: env
+	$(PY) benchmarks/predict_throughput.py $(BENCH_ARGS)
 
 # Headless Chromium + chromedriver for the browser test (Debian packages; needs root or sudo).
 browser-deps:

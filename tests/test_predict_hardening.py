@@ -10,13 +10,14 @@ import struct
 import warnings
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from brainmri import cli
+from brainmri import CLASS_NAMES, cli
 from brainmri.core.runfolder import RunFolder
 from brainmri.data.images import ImageReadError, ImageWarning, probe, read_image
 from brainmri.modeling import inference, ood, saved
@@ -201,15 +202,15 @@ def test_unwritable_output_fails_before_any_classification(tmp_path, model_file,
 
 
 def _custom_model(folder, trained_run, outputs=4, input_shape=(32, 32, 3), logits="logits",
-                  with_lambda=False):
-    """A model unlike the series' (wrong head, input or names) beside the tiny model's
-    own sidecar (image_size 32, rgb)."""
+                  with_lambda=False, logits_activation=None):
+    """A model unlike the series' (wrong head, input, names or logits activation) beside
+    the tiny model's own sidecar (image_size 32, rgb)."""
     import keras
 
     inp = keras.Input(input_shape)
     x = keras.layers.Lambda(lambda t: t * 1.0)(inp) if with_lambda else inp
     x = keras.layers.GlobalAveragePooling2D()(x)
-    z = keras.layers.Dense(outputs, name=logits)(x)
+    z = keras.layers.Dense(outputs, name=logits, activation=logits_activation)(x)
     model = keras.Model(inp, keras.layers.Softmax(name="probabilities")(z))
     folder.mkdir()
     model.save(folder / "model.keras")
@@ -224,6 +225,7 @@ def _custom_model(folder, trained_run, outputs=4, input_shape=(32, 32, 3), logit
     ({"input_shape": (32, 32, 1)}, "takes 32x32x1 images"),
     ({"logits": "scores"}, "no layer named 'logits'"),
     ({"with_lambda": True}, "contains Python code"),
+    ({"logits_activation": "softmax"}, "'softmax' activation; it must be linear"),
 ])
 def test_model_that_does_not_fit_the_sidecar_is_refused(tmp_path, trained_run, capsys,
                                                         kwargs, expected):
@@ -246,6 +248,12 @@ def test_model_that_does_not_fit_the_sidecar_is_refused(tmp_path, trained_run, c
     ({"color_mode": "cmyk"}, "color_mode 'cmyk'"),
     ({"image_size": 64}, "its sidecar says 64x64"),
     ({"ood": {"score": "energy", "threshold": float("nan")}}, "ood.threshold"),
+    ({"temperature": 1e-300}, "temperature 1e-300; the calibration temperature must be a "
+                              "number from 0.05 to 50"),
+    ({"temperature": 1e308}, "temperature 1e+308; the calibration temperature must be a "
+                             "number from 0.05 to 50"),
+    ({"image_size": 6000}, "image_size 6000; it must be a whole number of pixels from 8 to "
+                           "2048"),
 ])
 def test_sidecar_that_would_mislead_the_model_is_refused(tmp_path, trained_run, capsys,
                                                          changes, expected):
@@ -507,3 +515,158 @@ def test_decoder_warnings_stay_with_their_file_across_threads(tmp_path):
     for path, notes in zip(files, results):
         assert bool(notes) == path.name.startswith("exif"), (path.name, notes)
     assert warnings.filters == filters and warnings.showwarning is show
+
+
+# ------------------------------------------------- output targets that are not files
+
+
+def test_csv_refuses_pipes_sockets_and_links_even_with_force(tmp_path, model_file, capsys):
+    """``--force`` used to rename a plain file over them (as root, even /dev/stdout)."""
+    import socket
+    import stat
+
+    scan = _scan(tmp_path / "scan.png")
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    real = tmp_path / "real.csv"
+    real.write_text("keep me\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    stdout_like = tmp_path / "stdout"
+    stdout_like.symlink_to("/proc/self/fd/1")  # what /dev/stdout is
+    sock_path = tmp_path / "out.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    try:
+        for target, expected in ((fifo, "is a named pipe"), (sock_path, "is a socket"),
+                                 (link, "is a symbolic link"),
+                                 (stdout_like, "is a symbolic link")):
+            code, printed, err = _predict(capsys, scan, "--model", model_file, "--csv",
+                                          target, "--force")
+            assert code == 2 and expected in _one_line_error(err), (target, err)
+            assert printed == ""
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+        assert link.is_symlink() and real.read_text() == "keep me\n"
+    finally:
+        server.close()
+
+
+def test_csv_dash_writes_the_table_to_standard_output(tmp_path, model_file, capsys,
+                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scan = _scan(tmp_path / "scan.png")
+    code, printed, err = _predict(capsys, scan, "--model", model_file, "--csv", "-")
+    assert code == 0 and not (tmp_path / "-").exists()
+    rows = pd.read_csv(io.StringIO(printed), keep_default_na=False)
+    assert list(rows["path"]) == [str(scan)] and rows.loc[0, "error"] == ""
+    assert "written to" not in err
+
+
+# ------------------------------------------------------- hidden entries in folders
+
+
+def test_hidden_entries_inside_folders_are_counted_on_stderr(tmp_path, model_file, capsys):
+    inbox = tmp_path / "inbox"
+    (inbox / ".cache").mkdir(parents=True)
+    _scan(inbox / "good.png")
+    _scan(inbox / ".hidden.png")
+    _scan(inbox / ".cache" / "inside.png")  # a hidden folder counts once
+    code, printed, err = _predict(capsys, inbox, "--model", model_file)
+    rows = pd.read_csv(io.StringIO(printed), keep_default_na=False)
+    assert code == 0 and [os.path.basename(p) for p in rows["path"]] == ["good.png"]
+    assert "2 hidden entries (name starting with '.') inside the input folders skipped" in err
+    code, printed, err = _predict(capsys, inbox / ".hidden.png", "--model", model_file)
+    assert code == 0 and ".hidden.png" in printed and "hidden" not in err  # named directly
+
+
+# ------------------------------------------------------------ the work per image
+
+
+def test_a_very_tall_image_is_reduced_before_the_head_crop(tmp_path, model_file, capsys,
+                                                           monkeypatch):
+    """A 20,000 x 400 PNG (tens of KB) used to be padded to a 21,200 px square (1.3 GB)
+    by the head crop; it is reduced to MAX_SIDE (2048 px) first, aspect ratio kept."""
+    from brainmri.data.pixels import PixelSpec
+
+    max_side = 2048
+
+    tall = np.zeros((20_000, 400), np.uint8)
+    tall[4_000:16_000, 100:300] = 120
+    path = tmp_path / "tall.png"
+    Image.fromarray(tall).save(path)
+    assert path.stat().st_size < 200_000
+    seen = []
+    crop = inference.crop_to_head
+
+    def recording(pixels, *args, **kwargs):
+        seen.append(pixels.shape)
+        assert max(pixels.shape[:2]) <= max_side, f"crop_to_head got {pixels.shape}"
+        out = crop(pixels, *args, **kwargs)
+        seen.append(out.shape)
+        return out
+
+    monkeypatch.setattr(inference, "crop_to_head", recording)
+    item = inference.prepare(path, PixelSpec(32, "rgb", "area", "head"))
+    assert item.error == "" and item.pixels.shape == (32, 32, 3)
+    assert seen[0][:2] == (max_side, 41)  # 400 * 2048 / 20000, rounded
+    assert max(max(shape[:2]) for shape in seen) <= 1.1 * max_side
+    assert "extreme aspect ratio (400x20000)" in "; ".join(item.warnings)
+    out = tmp_path / "out.csv"
+    code, _, err = _predict(capsys, path, "--model", model_file, "--csv", out)
+    assert code == 0 and _rows(out).loc["tall.png", "error"] == "", err
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def test_rows_and_probabilities_do_not_depend_on_threads_or_graph_mode(tmp_path, trained_run):
+    """Parallel decoding keeps the input order and one row per file; the graph-mode
+    forward pass gives the eager model's probabilities bit for bit."""
+    from scipy.special import softmax
+
+    from brainmri.data.pixels import normalize
+    from brainmri.modeling.builders import logits_model
+
+    files = []
+    for i in range(23):
+        if i % 5 == 3:
+            (tmp_path / f"bad{i:02d}.jpg").write_bytes(b"not an image")
+            files.append(tmp_path / f"bad{i:02d}.jpg")
+        else:
+            files.append(_scan(tmp_path / f"scan{i:02d}.png", seed=i,
+                               label=["glioma", "no_tumor", "pituitary"][i % 3]))
+    files = files[::-1]  # not in name order
+    model, meta = saved.load_for_prediction(trained_run[1])
+    tables = [inference.predict_files(files, model, meta, 4, show_progress=False, workers=w)
+              for w in (1, 3)]
+    with inference.start(files, meta, 2, processes=True) as prepared:  # as the CLI does
+        tables.append(inference.predict_files(files, model, meta, 4, show_progress=False,
+                                              prepared=prepared))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    pd.testing.assert_frame_equal(tables[0], tables[2])
+    assert list(tables[0]["path"]) == [str(p) for p in files]
+    good = tables[0][tables[0]["error"] == ""]
+    pixels = np.stack([inference.prepare(p, saved.pixel_spec(meta)).pixels
+                       for p in map(Path, good["path"])])
+    eager = np.asarray(logits_model(model)(np.asarray(normalize(pixels, meta["normalization"])),
+                                           training=False), np.float64)
+    expected = softmax(eager / meta.get("temperature", 1.0), axis=1)
+    assert np.array_equal(good[[f"p_{c}" for c in CLASS_NAMES]].to_numpy(), expected)
+
+
+def _dies_in_a_worker(index: int, source) -> inference.Prepared:
+    """Kills the worker process that prepares input 7 (as the kernel's OOM killer would)."""
+    import multiprocessing
+
+    if index == 7 and multiprocessing.parent_process() is not None:
+        os._exit(1)
+    return inference.Prepared(f"item{source}", index=index)
+
+
+def test_prefetch_survives_a_dead_worker_process_and_keeps_the_order():
+    with inference.Prefetch(range(40), _dies_in_a_worker, workers=1, ahead=64,
+                            processes=True) as prepared:
+        items = list(prepared)
+    assert [item.index for item in items] == list(range(40))
+    assert [item.path for item in items] == [f"item{i}" for i in range(40)]

@@ -44,9 +44,15 @@ def _resolved(path: Path) -> Path | None:
 def _output_problem(raw: str, inputs: list[Path], force: bool) -> str | None:
     """Why ``--csv raw`` must not be written, checked before any classification so a
     typo cannot overwrite a scan and an unwritable path does not waste the work.
-    (os.path's tests are used because they answer False instead of raising.)"""
+    (os.path's tests are used because they answer False instead of raising.) ``-`` is
+    standard output and never a problem. Only a regular file is ever replaced: a
+    symbolic link (even to a regular file, e.g. /dev/stdout), a named pipe, a socket or
+    a device is refused, since the atomic rename would replace it with a plain file."""
+    import stat
     import tempfile
 
+    if raw == "-":
+        return None
     target = Path(raw)
     if raw.endswith(("/", os.sep)) or os.path.isdir(target):
         return f"--csv {raw} is a folder; give a file name, e.g. {target / 'predictions.csv'}"
@@ -54,6 +60,18 @@ def _output_problem(raw: str, inputs: list[Path], force: bool) -> str | None:
     if resolved is not None and any(_resolved(p) == resolved for p in inputs):
         return (f"--csv {raw} is one of the input files; choose another output file "
                 f"(--force does not override this)")
+    if os.path.islink(target):
+        return (f"--csv {raw} is a symbolic link; give the path of a regular file (or - for "
+                f"standard output); --force does not override this")
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device or special file")
+        return (f"--csv {raw} is {kind}, not a regular file; give a file name (or - for "
+                f"standard output); --force does not override this")
     if os.path.lexists(target) and not force:
         return f"--csv {raw} exists; pass --force to replace it or choose another file"
     folder = target.parent
@@ -71,45 +89,67 @@ def _output_problem(raw: str, inputs: list[Path], force: bool) -> str | None:
 
 def _predict(args) -> int:
     from brainmri.core.files import atomic_write_csv
-    from brainmri.modeling.inference import collect, default_model, predict_files
+    from brainmri.modeling import inference
     from brainmri.modeling.saved import SavedModelError, load_for_prediction, prediction_metadata
 
-    model_path = Path(args.model) if args.model else default_model()
+    model_path = Path(args.model) if args.model else inference.default_model()
     if args.batch_size < 1:
         _err("--batch-size must be at least 1.")
         return EXIT_UNUSABLE
+    if args.workers is not None and args.workers < 1:
+        _err("--workers must be at least 1.")
+        return EXIT_UNUSABLE
+    to_stdout = args.csv == "-"
     try:  # cheap checks first: the model file and its sidecar, the inputs, the output
-        prediction_metadata(model_path)
-        files = collect(args.paths)
+        metadata = prediction_metadata(model_path)
+        found = inference.scan(args.paths)
+        files = found.files
         if not files:
-            _err("no files found in the given paths.")
+            _err("no files found in the given paths"
+                 + (f" ({found.hidden} hidden entries skipped)." if found.hidden else "."))
             return EXIT_UNUSABLE
         if args.csv and (problem := _output_problem(args.csv, files, args.force)):
             _err(problem)
             return EXIT_UNUSABLE
-        model, metadata = load_for_prediction(model_path)
+        # Decoding starts now, in the background, while TensorFlow and the model load
+        # (in worker processes for many files: the import would starve threads).
+        many = len(files) >= inference.PROCESS_MIN_FILES
+        with inference.start(files, metadata, args.workers, processes=many) as prepared:
+            model, metadata = load_for_prediction(model_path)
+            table = inference.predict_files(files, model, metadata, args.batch_size,
+                                            show_progress=not args.quiet and len(files) > 1,
+                                            prepared=prepared)
     except SavedModelError as exc:
         _err(str(exc))
         return EXIT_UNUSABLE
+    if found.hidden:
+        print(f"note: {found.hidden} hidden entr{'y' if found.hidden == 1 else 'ies'} "
+              f"(name starting with '.') inside the input folders skipped; name a hidden "
+              f"file directly to classify it.", file=sys.stderr)
     if "ood" not in metadata:
         print(f"note: {model_path.name}'s sidecar has no 'ood' threshold, so no image is "
               f"flagged as out of distribution (see brainmri.modeling.ood.from_predictions).",
               file=sys.stderr)
-    table = predict_files(files, model, metadata, args.batch_size,
-                          show_progress=not args.quiet and len(files) > 1)
-    if args.csv:
+    elif "checks" not in metadata["ood"]:
+        print(f"note: {model_path.name}'s sidecar has no 'ood.checks', so only the energy "
+              f"score flags unusual images (noise, photos or inverted scans may pass); add "
+              f"them with: python -m brainmri.modeling.ood --calibrate {model_path} "
+              f"--data-dir DATA", file=sys.stderr)
+    if args.csv and not to_stdout:
         atomic_write_csv(table, args.csv)
-    if not args.csv or args.print:
-        with_prob = table.copy()
-        prob_cols = [c for c in table.columns if c.startswith("p_")]
-        with_prob[prob_cols] = with_prob[prob_cols].round(4)
-        print(with_prob.to_csv(index=False), end="")
+    if not args.csv or args.print or to_stdout:
+        shown = table.copy()
+        if not to_stdout:  # the file keeps full precision; the screen gets 4 decimals
+            prob_cols = [c for c in table.columns if c.startswith("p_")]
+            shown[prob_cols] = shown[prob_cols].round(4)
+        print(shown.to_csv(index=False), end="")
     read = int((table["error"] == "").sum())
     flagged = int((table["warning"] != "").sum())
     print(f"{read} of {len(table)} file(s) classified"
           + (f"; {len(table) - read} could not be read" if read < len(table) else "")
           + (f"; {flagged} with a warning" if flagged else "")
-          + (f"; written to {args.csv}" if args.csv else ""), file=sys.stderr)
+          + (f"; written to {args.csv}" if args.csv and not to_stdout else ""),
+          file=sys.stderr)
     return EXIT_OK if read else EXIT_NOTHING_READ
 
 
@@ -196,14 +236,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default=None, help="parent of run folders")
     p.set_defaults(func=_html)
 
-    p = sub.add_parser("predict", help="classify image files or folders (searched recursively)")
+    p = sub.add_parser("predict", help="classify image files or folders (searched recursively)",
+                       description="Classify image files; folders are searched recursively. "
+                                   "One row per file (an error row for an unreadable one); "
+                                   "hidden entries (names starting with '.') inside folders "
+                                   "are skipped, and their number is printed on stderr.")
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--model", help="a .keras file saved by the series (default: the shipped model)")
-    p.add_argument("--csv", help="write the table to this CSV file")
+    p.add_argument("--csv", help="write the table to this CSV file, with full precision "
+                                 "(- : standard output). Only a new or regular file is "
+                                 "written: a symbolic link, pipe or device is refused")
     p.add_argument("--force", "--overwrite", dest="force", action="store_true",
-                   help="replace an existing --csv file")
+                   help="replace an existing regular --csv file")
     p.add_argument("--print", action="store_true", help="print the table even with --csv")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads decoding images ahead of the model, processes from 256 "
+                        "files on (default: one per CPU core, at most 8; one fewer for "
+                        "processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 

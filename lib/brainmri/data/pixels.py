@@ -69,21 +69,56 @@ def resize(pixels: np.ndarray, spec: PixelSpec) -> np.ndarray:
     return out[..., None] if out.ndim == 2 else out
 
 
-def crop_to_head(pixels: np.ndarray, margin: float = 0.03) -> np.ndarray:
+#: Longest side an image keeps before the head crop: a larger one is first reduced (area
+#: interpolation, aspect ratio kept). Scans in the datasets are at most ~1,500 px and are
+#: untouched; without the bound a 49,000 x 1,000 strip (a 60 KB PNG) would be padded by
+#: ``crop_to_head`` to a 51,940 px square, gigabytes of memory. The decoder's own bound
+#: (``images.MAX_PIXELS``, 50 MP) refuses larger files before decoding.
+MAX_SIDE = 2048
+
+
+def grey_levels(pixels: np.ndarray) -> np.ndarray:
+    """The channel mean of (H, W, C) uint8 pixels as float32: equal, bit for bit, to
+    ``pixels.astype(np.float32).mean(-1)`` (a sum of a few uint8 values is exact in
+    float32, and the one division rounds the same), in a tenth of the time."""
+    f = pixels.astype(np.float32)
+    total = f[..., 0].copy()
+    for c in range(1, f.shape[-1]):
+        total += f[..., c]
+    return total / np.float32(f.shape[-1])
+
+
+def bounded(pixels: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """``pixels`` (H, W, C) as they are when the longer side is at most ``max_side``, else
+    reduced to that side with the aspect ratio kept."""
+    height, width = pixels.shape[:2]
+    if max(height, width) <= max_side:
+        return pixels
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    out = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def crop_to_head(pixels: np.ndarray, margin: float = 0.03,
+                 grey: np.ndarray | None = None) -> np.ndarray:
     """The square around the head: the bounding box of the largest bright region, grown
     by ``margin`` and padded with black to a square, so that neither the framing, the
     background's extent nor the file's aspect ratio survive (chapter 01c shows they
-    identify the source collection). An image without a bright region is kept whole."""
-    from scipy import ndimage
+    identify the source collection). An image without a bright region is kept whole.
 
-    gray = pixels.astype(np.float32).mean(-1)
-    mask = gray > max(10.0, 0.1 * float(gray.max()))
-    labelled, n = ndimage.label(mask)
-    if n == 0:
+    ``grey``: the channel mean as float32, when the caller has it already. Regions are
+    4-connected and numbered in raster order by OpenCV, as ``scipy.ndimage.label`` does
+    (same crops on all 12,618 images of the three datasets, in less time); a tie goes to
+    the region found first."""
+    gray = grey_levels(pixels) if grey is None else grey
+    mask = (gray > max(10.0, 0.1 * float(gray.max()))).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    if n < 2:
         return pixels
-    sizes = ndimage.sum(mask, labelled, range(1, n + 1))
-    rows, cols = np.nonzero(labelled == 1 + int(np.argmax(sizes)))
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    left, top, width, height = (int(v) for v in stats[biggest, :4])
+    bottom, right = top + height, left + width
     side = int(max(bottom - top, right - left) * (1 + 2 * margin))
     cy, cx = (top + bottom) // 2, (left + right) // 2
     out = np.zeros((side, side, pixels.shape[-1]), pixels.dtype)
@@ -95,7 +130,7 @@ def crop_to_head(pixels: np.ndarray, margin: float = 0.03) -> np.ndarray:
 
 
 def load_file(path: str | os.PathLike, spec: PixelSpec) -> np.ndarray:
-    pixels = read_image(path, spec.color_mode)
+    pixels = bounded(read_image(path, spec.color_mode))
     if spec.crop == "head":
         pixels = crop_to_head(pixels)
     return resize(pixels, spec)

@@ -3,13 +3,28 @@
 Every input path gives exactly one row: a prediction with its calibrated probabilities,
 or an ``error`` saying why the file could not be used. The ``warning`` column flags
 predictions not to trust (decoder complaints, near-constant or tiny images, extreme
-aspect ratios, out-of-distribution scores; see ``modeling.ood``).
+aspect ratios, images unlike brain MRI slices or unlike the training images; see
+``modeling.ood``).
+
+Files are decoded and prepared ahead of the model (``Prefetch``): by threads (Pillow,
+OpenCV and NumPy release the GIL), or, for a large folder given to ``brainmri predict``,
+by worker processes that start before TensorFlow is imported. The model runs in graph
+mode on one batch while the next ones are prepared. Rows keep the order of the inputs.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import signal
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +34,57 @@ from brainmri import CLASS_NAMES, PROB_COLUMNS
 from brainmri.core import paths
 from brainmri.core.progress import progress
 from brainmri.data.images import ImageReadError, decode
-from brainmri.data.pixels import PixelSpec, crop_to_head, normalize, resize
+from brainmri.data.pixels import PixelSpec, bounded, crop_to_head, grey_levels, normalize, resize
 from brainmri.modeling import ood
-from brainmri.modeling.builders import logits_model
 from brainmri.modeling.saved import pixel_spec
 
 DEFAULT_MODEL = Path("models") / "brainmri_compact.keras"
 COLUMNS = ["path", "prediction", *PROB_COLUMNS, "warning", "error"]
+
+#: Memory the inputs prepared ahead of the model may take (each is one uint8 model input,
+#: 48 KB at 128 px RGB, plus a few statistics): enough to prepare a whole folder of a
+#: few thousand images while TensorFlow loads, small whatever the folder's size.
+PREFETCH_BYTES = 128 * 2**20
+
+#: Inputs prepared ahead by default when ``Prefetch`` is used directly.
+PREFETCH = 512
+
+#: Inputs per task sent to a worker process (fewer round trips than one per input).
+PROCESS_CHUNK = 16
+
+#: ``brainmri predict`` prepares inputs in worker processes from this many files on
+#: (below it, starting the processes costs more than it saves).
+PROCESS_MIN_FILES = 256
 
 
 def default_model() -> Path:
     return paths.project_root() / DEFAULT_MODEL
 
 
-def _walk(folder: Path) -> list[Path]:
+def default_workers() -> int:
+    """Threads that decode and prepare images: one per CPU core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class Inputs:
+    """The files to classify and how many hidden entries the folder walk skipped."""
+
+    files: list[Path]
+    hidden: int = 0
+
+
+def _walk(folder: Path) -> tuple[list[Path], int]:
     """Every non-hidden entry under ``folder``, including the ones that cannot be read
     (broken or looping links, pipes, links to folders, unreadable subfolders), so that
-    each gets a row saying why instead of silently vanishing from the table."""
+    each gets a row saying why instead of silently vanishing from the table; and the
+    number of hidden entries (names starting with '.') skipped, a hidden folder counting
+    once, so that the caller can say so."""
     found: list[Path] = []
+    hidden = 0
 
     def unreadable(exc: OSError) -> None:
         if exc.filename:
@@ -44,91 +92,350 @@ def _walk(folder: Path) -> list[Path]:
 
     for root, dirs, files in os.walk(folder, onerror=unreadable):
         base = Path(root)
+        hidden += sum(d.startswith(".") for d in dirs) + sum(f.startswith(".") for f in files)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [base / d for d in dirs if (base / d).is_symlink()]  # walk does not follow
         found += [base / f for f in files if not f.startswith(".")]
-    return sorted(set(found))
+    return sorted(set(found)), hidden
 
 
-def collect(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Files named directly, plus every non-hidden entry under the folders named."""
+def scan(inputs: Iterable[str | os.PathLike]) -> Inputs:
+    """Files named directly (hidden or not), plus every non-hidden entry under the
+    folders named, with the count of hidden entries skipped in those folders."""
     found: list[Path] = []
+    hidden = 0
     for item in map(Path, inputs):
         try:
             is_folder = item.is_dir()
         except OSError:  # e.g. inside an unreadable folder: the reader says so
             is_folder = False
-        found += _walk(item) if is_folder else [item]
-    return found
+        if is_folder:
+            files, skipped = _walk(item)
+            found += files
+            hidden += skipped
+        else:
+            found.append(item)
+    return Inputs(found, hidden)
+
+
+def collect(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files named directly, plus every non-hidden entry under the folders named."""
+    return scan(inputs).files
+
+
+# ------------------------------------------------------------------ preparation
 
 
 @dataclass
 class Prepared:
-    """One file ready for the model, or the reason it is not."""
+    """One input ready for the model, or the reason it is not. ``stats``: the
+    ``ood.image_statistics`` of the whole frame, when the sidecar's checks need them;
+    ``index``: the input's position."""
 
-    path: Path
+    path: Path | str
     pixels: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
     error: str = ""
+    stats: dict[str, float] | None = None
+    index: int = -1
 
 
-def prepare(path: Path, spec: PixelSpec) -> Prepared:
+def prepare_pixels(path: Path | str, pixels: np.ndarray, spec: PixelSpec,
+                   notes: Sequence[str] = (), statistics: bool = False) -> Prepared:
+    """Decoded pixels (H, W, C uint8) to one model input: reduced to ``MAX_SIDE`` when
+    larger (so the work per image is bounded), checked, cropped and resized."""
+    shape = pixels.shape
+    pixels = bounded(pixels)
+    grey = grey_levels(pixels)
+    notes = [*notes, *ood.image_warnings(pixels, spec.image_size, shape, grey=grey)]
+    stats = ood.image_statistics(pixels) if statistics else None
+    if spec.crop == "head":
+        pixels = crop_to_head(pixels, grey=grey)
+    return Prepared(path, resize(pixels, spec), notes, stats=stats)
+
+
+def prepare(path: Path, spec: PixelSpec, statistics: bool = False) -> Prepared:
     """Decode, check and resize one file as ``data.pixels.load_file`` does; never raises
     for a bad file (ImageReadError becomes ``error``)."""
     try:
         decoded = decode(path, spec.color_mode)
     except ImageReadError as exc:
         return Prepared(path, error=str(exc))
-    pixels = decoded.pixels
-    notes = [*decoded.warnings, *ood.image_warnings(pixels, spec.image_size)]
-    if spec.crop == "head":
-        pixels = crop_to_head(pixels)
-    return Prepared(path, resize(pixels, spec), notes)
+    return prepare_pixels(path, decoded.pixels, spec, decoded.warnings, statistics)
 
 
-def predict_files(files: list[Path], model, metadata: dict, batch_size: int,
-                  show_progress: bool = True) -> pd.DataFrame:
-    """One row per file: the prediction and calibrated class probabilities, or an error.
+def _prepare_source(index: int, source, spec: PixelSpec, statistics: bool) -> Prepared:
+    """``prepare`` for a file path, ``prepare_pixels`` for a decoded array."""
+    if isinstance(source, np.ndarray):
+        item = prepare_pixels(f"<image {index}>", source, spec, statistics=statistics)
+    else:
+        item = prepare(Path(source), spec, statistics)
+    item.index = index
+    return item
+
+
+def _run_chunk(work: Callable[[int, object], Prepared], items: list) -> list[Prepared]:
+    return [work(index, source) for index, source in items]
+
+
+def _ignore_interrupts() -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops them (no tracebacks)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Prefetch:
+    """Prepared inputs in input order, made by ``workers`` threads (or processes) up to
+    ``ahead`` items before they are needed. Work starts on creation, so that decoding
+    overlaps the model's loading; ``close`` (or leaving the ``with`` block) cancels what
+    is left.
+
+    Threads suit a few files and any caller. Processes suit many files from a fresh
+    command: importing TensorFlow holds the GIL for seconds, during which threads barely
+    progress while a worker process prepares hundreds of images. Processes are spawned
+    (not forked: the parent may hold TensorFlow's threads) and get chunks of
+    ``PROCESS_CHUNK`` inputs; if one dies (e.g. killed for memory), the rest is
+    prepared in this process."""
+
+    def __init__(self, sources: Iterable, work: Callable[[int, object], Prepared],
+                 workers: int | None = None, ahead: int = PREFETCH, processes: bool = False):
+        workers = default_workers() if workers is None else max(1, int(workers))
+        self._work = work
+        self._sources: Iterator = enumerate(sources)
+        self._chunk = PROCESS_CHUNK if processes else 1
+        self._pending: deque[tuple[list, Future]] = deque()
+        self._ready: deque[Prepared] = deque()
+        self._pool = None
+        if processes:
+            import multiprocessing
+
+            try:
+                self._pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
+                                                 initializer=_ignore_interrupts)
+            except (OSError, NotImplementedError):  # no process support here: threads
+                processes, self._chunk = False, 1
+        if not processes and workers > 1:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="brainmri-prepare")
+        self._ahead = max(1, ahead // self._chunk)  # chunks in flight
+        self._fill()
+
+    def _take(self) -> list:
+        return list(islice(self._sources, self._chunk))
+
+    def _fill(self) -> None:
+        while self._pool is not None and len(self._pending) < self._ahead:
+            items = self._take()
+            if not items:
+                return
+            self._pending.append((items, self._pool.submit(_run_chunk, self._work, items)))
+
+    def _in_process(self, items: list) -> None:
+        """Prepare ``items`` and everything after them here, from now on."""
+        rest = [x for chunk, _ in self._pending for x in chunk]
+        self.close()
+        self._sources = chain(rest, self._sources)
+        self._chunk = 1
+        self._ready.extend(_run_chunk(self._work, items))
+
+    def __iter__(self) -> Iterator[Prepared]:
+        return self
+
+    def __next__(self) -> Prepared:
+        while not self._ready:
+            if self._pool is None:
+                items = self._take()
+                if not items:
+                    raise StopIteration
+                self._ready.extend(_run_chunk(self._work, items))
+                continue
+            if not self._pending:
+                raise StopIteration
+            items, future = self._pending.popleft()
+            self._fill()  # keep the workers busy while this chunk is waited for
+            try:
+                self._ready.extend(future.result())
+            except BrokenExecutor:
+                self._in_process(items)
+        return self._ready.popleft()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for _, future in self._pending:
+                future.cancel()
+            self._pending.clear()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def start(sources: Sequence, metadata: dict, workers: int | None = None,
+          statistics: bool | None = None, processes: bool = False) -> Prefetch:
+    """Begin preparing ``sources`` (file paths, or decoded (H, W, C) uint8 arrays) for a
+    model with sidecar ``metadata``: the image statistics are measured when its sidecar
+    has calibrated checks (or when ``statistics`` says so). ``processes``: worker
+    processes instead of threads (see ``Prefetch``), ``workers`` of them (default: one
+    per CPU core but one, which the model's loading and forward pass use)."""
+    spec = pixel_spec(metadata)
+    if statistics is None:
+        statistics = bool((metadata.get("ood") or {}).get("checks"))
+    if processes and workers is None:
+        workers = max(1, default_workers() - 1)
+    ahead = max(64, min(4096, PREFETCH_BYTES // math.prod(spec.shape)))
+    work = partial(_prepare_source, spec=spec, statistics=statistics)
+    return Prefetch(sources, work, workers, ahead, processes)
+
+
+# ------------------------------------------------------------------------ model
+
+
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _graph(model, shape: tuple[int, ...], embedding: bool):
+    """The model up to its ``logits`` layer (and the input of that layer, the embedding,
+    when asked), as a graph function: about twice as fast as calling the model eagerly
+    per batch. Cached per model; call it inside ``_exact``."""
+    import keras
+    import tensorflow as tf
+
+    cache = _GRAPHS.setdefault(model, {})
+    if (shape, embedding) not in cache:
+        layer = model.get_layer("logits")
+        net = keras.Model(model.input, [layer.output] + ([layer.input] if embedding else []))
+        cache[(shape, embedding)] = tf.function(
+            lambda x: net(x, training=False),
+            input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
+    return cache[(shape, embedding)]
+
+
+@contextmanager
+def _exact() -> Iterator[None]:
+    """Grappler's arithmetic optimiser off while graph functions run: it reorders float
+    sums, so that logits would differ from the eager model's by up to ~1e-6. TensorFlow
+    reads this option at every call, hence around the calls, not only the tracing."""
+    import tensorflow as tf
+
+    before = tf.config.optimizer.get_experimental_options().get("arithmetic_optimization")
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"arithmetic_optimization": True if before is None else before})
+
+
+def _batches(prepared: Iterable[Prepared], batch_size: int
+             ) -> Iterator[list[Prepared]]:
+    """Lists of up to ``batch_size`` usable inputs; an unusable one alone, at once."""
+    batch: list[Prepared] = []
+    for item in prepared:
+        if item.error:
+            yield [item]
+            continue
+        batch.append(item)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _forward(fn, batch: list[Prepared], normalization: str
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(logits, embeddings or None) of a batch of usable inputs, as float64."""
+    outputs = fn(normalize(np.stack([b.pixels for b in batch]), normalization))
+    if not isinstance(outputs, (list, tuple)):  # a one-output model returns its tensor
+        outputs = [outputs]
+    logits = np.asarray(outputs[0], np.float64)
+    return logits, (np.asarray(outputs[1], np.float64) if len(outputs) > 1 else None)
+
+
+def predict_files(files: Sequence[Path], model, metadata: dict, batch_size: int,
+                  show_progress: bool = True, workers: int | None = None,
+                  prepared: Iterable[Prepared] | None = None) -> pd.DataFrame:
+    """One row per file, in the order of ``files``: the prediction and calibrated class
+    probabilities, or an error.
 
     ``metadata`` must have passed ``saved.check_sidecar``. Without an ``ood`` entry no
-    image is flagged as out of distribution (the caller says so).
+    image is flagged as out of distribution, and without ``ood.checks`` only the energy
+    score is used (the caller says so). ``prepared``: the inputs already being prepared
+    (``start(files, metadata)``); by default they are prepared here with ``workers``
+    threads.
     """
     from scipy.special import softmax
 
     spec = pixel_spec(metadata)
     temperature = float(metadata.get("temperature", 1.0))
-    ood_entry = metadata.get("ood")
-    logits_net = logits_model(model)
+    entry = metadata.get("ood")
+    checks = ood.checks_of(metadata)
+    fn = _graph(model, spec.shape, checks is not None and checks.embedding_dim is not None)
     rows: list[dict] = []
-    batch: list[Prepared] = []
-
-    def flush():
-        if not batch:
-            return
-        x = np.asarray(normalize(np.stack([b.pixels for b in batch]),
-                                 metadata["normalization"]))
-        logits = np.asarray(logits_net(x, training=False), np.float64)
-        probs = softmax(logits / temperature, axis=1)
-        scores = (ood.energy(logits, float(ood_entry.get("temperature", 1.0)))
-                  if ood_entry else [None] * len(batch))
-        for item, p, score in zip(batch, probs, scores):
-            notes = item.warnings + ([ood.flag(score, ood_entry)] if ood_entry else [])
-            rows.append({"path": str(item.path), "prediction": CLASS_NAMES[int(p.argmax())],
-                         **dict(zip(PROB_COLUMNS, map(float, p))),
-                         "warning": "; ".join(n for n in notes if n), "error": ""})
-        batch.clear()
-
-    for path in progress(files, desc="predicting", unit="img",
-                         disable=not show_progress or len(files) < 2):
-        item = prepare(path, spec)
-        if item.error:
-            rows.append({"path": str(path), "prediction": "", "warning": "",
-                         "error": item.error})
-        else:
-            batch.append(item)
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+    with (start(files, metadata, workers) if prepared is None else nullcontext(prepared)
+          ) as stream, _exact():
+        bar = progress(stream, total=len(files), desc="predicting", unit="img",
+                       disable=not show_progress or len(files) < 2)
+        for batch in _batches(bar, batch_size):
+            if batch[0].error:
+                rows.append({"path": str(batch[0].path), "prediction": "", "warning": "",
+                             "error": batch[0].error})
+                continue
+            logits, embeddings = _forward(fn, batch, metadata["normalization"])
+            probs = softmax(logits / temperature, axis=1)
+            energies = (ood.energy(logits, float(entry.get("temperature", 1.0)))
+                        if entry else [None] * len(batch))
+            limit = {"threshold": ood.energy_threshold(entry, checks)} if entry else None
+            distances = (checks.distances(embeddings) if checks and embeddings is not None
+                         else [None] * len(batch))
+            for item, p, score, distance in zip(batch, probs, energies, distances):
+                notes = [*item.warnings,
+                         checks.note(item.stats, distance) if checks else "",
+                         ood.flag(score, limit) if entry else ""]
+                rows.append({"path": str(item.path),
+                             "prediction": CLASS_NAMES[int(p.argmax())],
+                             **dict(zip(PROB_COLUMNS, map(float, p))),
+                             "warning": "; ".join(n for n in notes if n), "error": ""})
     order = {str(p): i for i, p in enumerate(files)}
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return table.sort_values("path", key=lambda s: s.map(order)).reset_index(drop=True)
+    return table.sort_values("path", key=lambda s: s.map(order),
+                             kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class Features:
+    """What the OOD checks see of each readable input: positions in the input list,
+    image statistics (one row each), embeddings and logits; and the unreadable ones."""
+
+    index: np.ndarray
+    stats: pd.DataFrame
+    embeddings: np.ndarray
+    logits: np.ndarray
+    errors: list[tuple[int, str]]
+
+
+def features(sources: Iterable, model, metadata: dict, batch_size: int,
+             workers: int | None = None, embedding: bool = True) -> Features:
+    """Image statistics, embeddings and logits of ``sources`` (file paths or decoded
+    (H, W, C) uint8 arrays), prepared exactly as ``predict_files`` prepares its inputs:
+    what ``ood.calibrate`` chooses its limits on."""
+    spec = pixel_spec(metadata)
+    fn = _graph(model, spec.shape, embedding)
+    index, stats, embeddings, logits, errors = [], [], [], [], []
+    with start(sources, metadata, workers, statistics=True) as stream, _exact():
+        for batch in _batches(stream, batch_size):
+            if batch[0].error:
+                errors.append((batch[0].index, batch[0].error))
+                continue
+            z, e = _forward(fn, batch, metadata["normalization"])
+            index += [b.index for b in batch]
+            stats += [b.stats for b in batch]
+            logits.append(z)
+            if e is not None:
+                embeddings.append(e)
+    width = len(CLASS_NAMES)
+    return Features(np.asarray(index, int), pd.DataFrame(stats, columns=list(ood.IMAGE_CHECKS)),
+                    np.concatenate(embeddings) if embeddings else np.zeros((0, 0)),
+                    np.concatenate(logits) if logits else np.zeros((0, width)), errors)

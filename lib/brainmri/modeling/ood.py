@@ -1,23 +1,54 @@
-"""Flags for inputs a model should not be trusted on: out-of-distribution scores and
-simple image checks, shown in ``brainmri predict``'s ``warning`` column.
+"""Flags for inputs a model should not be trusted on, shown in ``brainmri predict``'s
+``warning`` column.
 
 A classifier always answers one of its four classes, even for a chest X-ray, a photo or
-a blank frame. The energy score (Liu et al., 2020, "Energy-based out-of-distribution
-detection") is computed from the logits the model already produces:
+a blank frame. Three kinds of evidence say "this is not like the training images":
 
-    energy(x) = -T * logsumexp(logits(x) / T)
+1. Cheap checks on the decoded pixels (``image_warnings``): near-constant, tiny or
+   stretched images. Fixed limits, no calibration.
+2. Statistics of the whole frame that tell brain MRI slices from other pictures
+   (``image_statistics``): colour saturation (MRI slices are grey), corner brightness
+   (a black background; catches inverted scans and photos), a noise level, the
+   hollowness of the brightest region (a head is a filled region; an outline, a
+   drawing or an edge map is not) and the grey-level entropy of the foreground
+   (drawings, masks and phantoms have few grey levels).
+3. Two scores from the model's own forward pass: the energy score of the logits (Liu
+   et al., 2020, "Energy-based out-of-distribution detection")
 
-Sign: LOWER energy means the model responds strongly to the input (typical of its
-training data); HIGHER energy means weak responses to every class, i.e. more unusual.
-An image is flagged when its energy is above a threshold chosen on clean validation
-images so that only ``false_alarm_rate`` of them would be flagged. The threshold is
-stored in the model's JSON sidecar under ``ood`` (see ``sidecar_entry``).
+       energy(x) = -T * logsumexp(logits(x) / T)
+
+   (LOWER means the model responds strongly, as to its training data; HIGHER means
+   weak responses to every class), and the Mahalanobis distance of the penultimate
+   layer's embedding (the input of the ``logits`` layer) to the nearest training class
+   mean under one shared covariance (Lee et al., 2018, "A simple unified framework for
+   detecting out-of-distribution samples").
+
+Why all of them: the energy score alone cannot tell pure noise (energy -3.1) or a
+drawing (-5.2) from a real scan (-2.4 to -3.1) with the shipped model, since the network
+answers confidently on both; grey statistics and the feature distance do.
+
+The training run stores an energy threshold alone in the model's JSON sidecar under
+``ood`` (``sidecar_entry``: 1 % of the clean validation images above it; the benchmark's
+"flagged as unusual" column uses it). ``calibrate`` adds ``ood.checks``: limits for 2
+and 3, the energy included, chosen together on clean validation images so that at most
+``CHECKS_FALSE_ALARM_RATE`` of them get any warning; ``brainmri predict`` then uses
+those. ``python -m brainmri.modeling.ood --calibrate MODEL --data-dir DIR`` computes
+them for a saved model from its dataset's own split and records, under
+``ood.checks.measured``, how often they fire on the home test set and on non-MRI images
+(``data.nonmri``). A sidecar without ``ood.checks`` still works: only the training
+run's energy threshold is used then.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
+import json
 import math
 import os
+import sys
+from collections.abc import Iterable, Sequence
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +57,18 @@ from scipy.special import logsumexp
 
 from brainmri import LOGIT_COLUMNS
 
-#: Share of clean validation images the default threshold flags: one false alarm in a
-#: hundred clean scans keeps the column meaningful without crying wolf on every batch.
+#: Share of clean validation images the energy threshold alone flags at training time
+#: (``sidecar_entry``): one false alarm in a hundred clean scans keeps the column
+#: meaningful without crying wolf on every batch.
 FALSE_ALARM_RATE = 0.01
+
+#: Share of clean validation images that ``calibrate`` lets ALL checks together flag.
+#: Half of FALSE_ALARM_RATE: test images sit a little further from the training images
+#: than validation images do (the shipped model's feature distance: 99th percentile
+#: 16.3 on validation, 17.6 on test), and the aim is at most 1 % warned at home. With
+#: seven checks and 1,140 validation images this leaves every limit at the most extreme
+#: validation value (one flag more per check would already exceed 5 images).
+CHECKS_FALSE_ALARM_RATE = 0.005
 
 #: Grey-level standard deviation (0..255 scale) below which an image is "near-constant".
 #: Real slices have a black background and a bright head (std ~40-70); a blank, black or
@@ -43,6 +83,39 @@ MIN_SIDE_SHARE = 0.5
 #: scans in both datasets are at most ~1.5:1.
 MAX_ASPECT_RATIO = 4.0
 
+#: Side of the square thumbnail (area-averaged, whole frame) that ``image_statistics``
+#: describes, so that the statistics do not depend on the file's resolution.
+STATS_SIZE = 128
+
+#: Grey level (0..255) below which a pixel is background when the foreground's grey-level
+#: entropy is measured.
+DARK_LEVEL = 16
+
+#: Shrinkage of the embedding covariance towards a multiple of the identity, so that it
+#: can be inverted even where the embedding's dimensions are nearly collinear.
+EMBEDDING_SHRINKAGE = 0.01
+
+#: statistic -> (side, what a flagged value means). ``max``: flagged above the limit;
+#: ``min``: flagged below it.
+IMAGE_CHECKS: dict[str, tuple[str, str]] = {
+    "saturation": ("max", "colour image (saturation {value:.2f} > {limit:.2f})"),
+    "corner_brightness": ("max", "bright corners ({value:.0f} > {limit:.0f} of 255: "
+                                 "inverted, or not a scan?)"),
+    "noise": ("max", "noisy (noise level {value:.2f} > {limit:.2f})"),
+    "hollowness": ("max", "an outline, not a filled head (hollowness {value:.2f} > "
+                          "{limit:.2f})"),
+    "entropy": ("min", "few grey levels (entropy {value:.2f} < {limit:.2f} bits)"),
+}
+EMBEDDING_NOTE = ("far from the training images in the model's features (Mahalanobis "
+                  "distance {value:.1f} > {limit:.1f})")
+
+#: Version of the ``ood.checks`` layout this code reads and writes.
+CHECKS_VERSION = 1
+
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+# --------------------------------------------------------------------- energy score
 
 
 def energy(logits, temperature: float = 1.0) -> np.ndarray:
@@ -99,6 +172,11 @@ def from_predictions(val_frame: pd.DataFrame | str | os.PathLike,
     return sidecar_entry(frame[LOGIT_COLUMNS].to_numpy(np.float64), false_alarm_rate)
 
 
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 def check_entry(entry) -> str | None:
     """Why a sidecar ``ood`` value cannot be used, or None if it can."""
     if not isinstance(entry, dict):
@@ -109,15 +187,19 @@ def check_entry(entry) -> str | None:
         return "'ood.threshold' is missing"
     for key, positive in (("threshold", False), ("temperature", True)):
         value = entry.get(key, 1.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and (value > 0 or not positive)):
+        if not _is_number(value) or (positive and value <= 0):
             kind = "a positive number" if positive else "a finite number"
             return f"'ood.{key}' must be {kind}, got {value!r}"
+    if "checks" in entry:
+        try:
+            Checks(entry["checks"])
+        except (ValueError, TypeError, KeyError) as exc:
+            return f"'ood.checks' is unusable ({exc})"
     return None
 
 
 def flagged(logits, entry: dict) -> np.ndarray:
-    """Which images (rows of ``logits``) the sidecar's threshold flags."""
+    """Which images (rows of ``logits``) the sidecar's energy threshold flags."""
     return energy(logits, entry.get("temperature", 1.0)) > entry["threshold"]
 
 
@@ -129,11 +211,18 @@ def flag(score: float, entry: dict) -> str:
     return ""
 
 
-def image_warnings(pixels: np.ndarray, image_size: int) -> list[str]:
-    """Cheap checks on decoded pixels (H, W, C) before resizing, one message each."""
-    height, width = pixels.shape[:2]
+# ------------------------------------------------------------- cheap pixel checks
+
+
+def image_warnings(pixels: np.ndarray, image_size: int, shape: Sequence[int] | None = None,
+                   grey: np.ndarray | None = None) -> list[str]:
+    """Cheap checks on decoded pixels (H, W, C) before resizing, one message each.
+    ``shape``: the file's own (height, width) when ``pixels`` were already reduced;
+    ``grey``: their channel mean as float32, when the caller has it already."""
+    height, width = (shape or pixels.shape)[:2]
     notes = []
-    grey = pixels.astype(np.float32).mean(axis=-1)
+    if grey is None:
+        grey = pixels.astype(np.float32).mean(axis=-1)
     if float(grey.std()) < NEAR_CONSTANT_STD:
         notes.append(f"near-constant image (grey-level std {grey.std():.1f})")
     if min(height, width) < MIN_SIDE_SHARE * image_size:
@@ -142,3 +231,392 @@ def image_warnings(pixels: np.ndarray, image_size: int) -> list[str]:
         notes.append(f"extreme aspect ratio ({width}x{height}), distorted by the square "
                      f"resize")
     return notes
+
+
+# ------------------------------------------------------------- image statistics
+
+
+def _hollowness(grey: np.ndarray) -> float:
+    """1 - area / filled area of the largest bright region (the head, as ``crop_to_head``
+    finds it): about 0 for a filled head, large for an outline or an edge map. Holes are
+    filled as ``scipy.ndimage.binary_fill_holes`` fills them (background 4-connected to
+    the frame's edge stays background), by a flood fill from a one-pixel margin."""
+    import cv2
+
+    mask = (grey > max(10.0, 0.1 * float(grey.max()))).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    if n < 2:
+        return 0.0
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    outside = np.pad((labels != biggest).astype(np.uint8), 1, constant_values=1)
+    cv2.floodFill(outside, None, (0, 0), 2, flags=4)
+    holes = int(np.count_nonzero(outside == 1))
+    area = int(stats[biggest, cv2.CC_STAT_AREA])
+    return float(holes / (area + holes))
+
+
+def image_statistics(pixels: np.ndarray) -> dict[str, float]:
+    """The statistics ``IMAGE_CHECKS`` compares with the validation range, measured on a
+    ``STATS_SIZE`` square thumbnail of the whole frame (H, W, C uint8; before any crop).
+
+    - ``saturation``: mean channel spread (max - min) over mean grey (+8, so that JPEG
+      colour noise in dark frames stays small); 0 for a grey image.
+    - ``corner_brightness``: mean grey of the four corner squares (1/8 of the side).
+    - ``noise``: Immerkaer's (1996) noise estimate over the grey-level std: pixel-scale
+      noise relative to the contrast.
+    - ``hollowness``: see ``_hollowness``.
+    - ``entropy``: entropy (bits) of the 64-bin grey histogram of the foreground
+      (grey >= DARK_LEVEL; the whole frame when the foreground is tiny).
+    """
+    import cv2
+
+    thumb = cv2.resize(pixels, (STATS_SIZE, STATS_SIZE), interpolation=cv2.INTER_AREA)
+    channels = list(thumb.reshape(STATS_SIZE, STATS_SIZE, -1).astype(np.float32)
+                    .transpose(2, 0, 1))
+    grey = sum(channels[1:], channels[0]) / np.float32(len(channels))
+    chroma = reduce(np.maximum, channels) - reduce(np.minimum, channels)
+    spread = float(grey.std())
+    c = STATS_SIZE // 8
+    corners = (grey[:c, :c], grey[:c, -c:], grey[-c:, :c], grey[-c:, -c:])
+    residual = cv2.filter2D(grey, cv2.CV_32F, _IMMERKAER)[1:-1, 1:-1]
+    foreground = grey[grey >= DARK_LEVEL]
+    if foreground.size < 64:
+        foreground = grey.ravel()
+    counts = np.histogram(foreground, 64, (0, 256))[0]
+    shares = counts[counts > 0] / counts.sum()
+    return {
+        "saturation": float(chroma.mean() / (grey.mean() + 8.0)),
+        "corner_brightness": float(np.mean([q.mean() for q in corners])),
+        "noise": float(math.sqrt(math.pi / 2) / 6 * np.abs(residual).mean() / (spread + 1e-3)),
+        "hollowness": _hollowness(grey),
+        "entropy": float(-(shares * np.log2(shares)).sum()),
+    }
+
+
+# ---------------------------------------------------------- embedding distance
+
+
+def encode_array(array) -> dict:
+    """A float32 array as JSON: shape plus base64 of its little-endian bytes (a 128 x 128
+    precision matrix is 87 KB this way, against ~17,000 lines as a list of numbers)."""
+    a = np.ascontiguousarray(np.asarray(array, "<f4"))
+    return {"shape": list(a.shape), "dtype": "<f4",
+            "base64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_array(value) -> np.ndarray:
+    """The float64 array ``encode_array`` stored; ValueError if it is malformed."""
+    if not isinstance(value, dict) or value.get("dtype") != "<f4":
+        raise ValueError("an array must be {'shape', 'dtype': '<f4', 'base64'}")
+    shape = value.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise ValueError(f"bad array shape {shape!r}")
+    try:
+        raw = base64.b64decode(str(value.get("base64", "")), validate=True)
+    except ValueError:
+        raise ValueError("array data is not base64") from None
+    if len(raw) != 4 * math.prod(shape):
+        raise ValueError(f"array data does not hold {shape} float32 values")
+    array = np.frombuffer(raw, "<f4").reshape(shape).astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError("array holds NaN or infinite values")
+    return array
+
+
+def fit_embedding(embeddings, labels, shrinkage: float = EMBEDDING_SHRINKAGE
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(class means (K, D), shared precision matrix (D, D)) of training embeddings, both
+    rounded to float32 as the sidecar stores them."""
+    e = np.asarray(embeddings, np.float64)
+    labels = np.asarray(labels)
+    classes = sorted(set(labels.tolist()))
+    means = np.stack([e[labels == c].mean(0) for c in classes])
+    centred = e - means[np.searchsorted(classes, labels)]
+    cov = centred.T @ centred / len(e)
+    scale = float(np.trace(cov)) / len(cov) or 1.0
+    cov = (1 - shrinkage) * cov + shrinkage * scale * np.eye(len(cov))
+    precision = np.linalg.inv(cov)
+    precision = (precision + precision.T) / 2
+    return (means.astype("<f4").astype(np.float64),
+            precision.astype("<f4").astype(np.float64))
+
+
+def mahalanobis(embeddings, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Distance of each embedding (N, D) to its nearest class mean."""
+    d = np.asarray(embeddings, np.float64)[:, None, :] - means[None]
+    squared = np.einsum("nkd,de,nke->nk", d, precision, d)
+    return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+
+
+# ------------------------------------------------------------- calibrated checks
+
+
+class Checks:
+    """The calibrated limits of a sidecar's ``ood.checks``, ready to apply; ValueError
+    (or TypeError, KeyError) for a malformed entry."""
+
+    def __init__(self, entry: dict):
+        if not isinstance(entry, dict):
+            raise ValueError("it must be an object")
+        if entry.get("version") != CHECKS_VERSION:
+            raise ValueError(f"version must be {CHECKS_VERSION}, got {entry.get('version')!r}")
+        if entry.get("stats_size") != STATS_SIZE:
+            raise ValueError(f"stats_size must be {STATS_SIZE}, got {entry.get('stats_size')!r}")
+        image = entry.get("image", {})
+        if not isinstance(image, dict):
+            raise ValueError("'image' must be an object")
+        self.limits: dict[str, tuple[str, float]] = {}
+        for name, limit in image.items():
+            if name not in IMAGE_CHECKS:
+                raise ValueError(f"unknown image check {name!r}; known: {list(IMAGE_CHECKS)}")
+            side = IMAGE_CHECKS[name][0]
+            if not (isinstance(limit, dict) and set(limit) == {side}
+                    and _is_number(limit[side])):
+                raise ValueError(f"image.{name} must be {{\"{side}\": a finite number}}")
+            self.limits[name] = (side, float(limit[side]))
+        self.energy_limit = None
+        if "energy" in entry:
+            energy_limit = entry["energy"]
+            if not (isinstance(energy_limit, dict) and set(energy_limit) == {"max"}
+                    and _is_number(energy_limit["max"])):
+                raise ValueError("energy must be {\"max\": a finite number}")
+            self.energy_limit = float(energy_limit["max"])
+        self.means = self.precision = None
+        self.embedding_limit = math.inf
+        embedding = entry.get("embedding")
+        if embedding is not None:
+            if not isinstance(embedding, dict) or not _is_number(embedding.get("max")):
+                raise ValueError("embedding.max must be a finite number")
+            self.means = decode_array(embedding.get("means"))
+            self.precision = decode_array(embedding.get("precision"))
+            dim = self.precision.shape[0]
+            if (self.means.ndim != 2 or self.precision.shape != (dim, dim)
+                    or self.means.shape[1] != dim):
+                raise ValueError(f"embedding means {self.means.shape} and precision "
+                                 f"{self.precision.shape} do not fit together")
+            self.embedding_limit = float(embedding["max"])
+
+    @property
+    def embedding_dim(self) -> int | None:
+        return None if self.precision is None else int(self.precision.shape[0])
+
+    def distances(self, embeddings) -> np.ndarray | None:
+        if self.precision is None:
+            return None
+        return mahalanobis(embeddings, self.means, self.precision)
+
+    def failed(self, stats: dict | None, distance: float | None) -> list[str]:
+        """What is out of range for one image, one phrase each."""
+        parts = []
+        for name, (side, limit) in self.limits.items():
+            value = (stats or {}).get(name)
+            if value is not None and (value > limit if side == "max" else value < limit):
+                parts.append(IMAGE_CHECKS[name][1].format(value=value, limit=limit))
+        if distance is not None and distance > self.embedding_limit:
+            parts.append(EMBEDDING_NOTE.format(value=distance, limit=self.embedding_limit))
+        return parts
+
+    def note(self, stats: dict | None, distance: float | None) -> str:
+        """The warning for one image ('' when every check passes)."""
+        parts = self.failed(stats, distance)
+        if not parts:
+            return ""
+        return (f"out of distribution: {', '.join(parts)}: unlike the training images, "
+                f"the prediction is unreliable")
+
+
+def energy_threshold(entry: dict, checks: Checks | None) -> float:
+    """The energy limit ``brainmri predict`` applies: the calibrated checks' when they
+    have one, else the training run's ``ood.threshold``."""
+    if checks is not None and checks.energy_limit is not None:
+        return checks.energy_limit
+    return float(entry["threshold"])
+
+
+def checks_of(metadata: dict) -> Checks | None:
+    """The sidecar's calibrated checks, None when it has none (an older sidecar)."""
+    entry = (metadata.get("ood") or {}).get("checks")
+    return None if entry is None else Checks(entry)
+
+
+def joint_limits(scores: pd.DataFrame, false_alarm_rate: float) -> tuple[pd.Series, int]:
+    """One limit per column of ``scores`` (validation images x checks, oriented so that
+    higher is more unusual): the (k+1)-th highest value of each column, for the largest
+    k at which all columns together flag at most ``false_alarm_rate`` of the rows (a
+    value flags when it is above its limit; k = 0 gives the maximum, which flags none).
+    Returns (limits, rows flagged)."""
+    if not 0 < false_alarm_rate < 1:
+        raise ValueError(f"false_alarm_rate must be between 0 and 1, got {false_alarm_rate}")
+    values = scores.to_numpy(np.float64)
+    if len(values) == 0 or not np.isfinite(values).all():
+        raise ValueError("validation scores must be finite and not empty")
+    allowed = int(math.floor(false_alarm_rate * len(values)))
+    ordered = -np.sort(-values, axis=0)
+    best, best_flagged = 0, 0
+    for k in range(1, len(values)):
+        n_flagged = int((values > ordered[k]).any(axis=1).sum())
+        if n_flagged > allowed:
+            break
+        best, best_flagged = k, n_flagged
+    return pd.Series(ordered[best], index=scores.columns), best_flagged
+
+
+def calibrate(model, metadata: dict, fit_images: Iterable, fit_labels,
+              val_images: Iterable, batch_size: int,
+              false_alarm_rate: float = CHECKS_FALSE_ALARM_RATE,
+              workers: int | None = None) -> dict:
+    """The sidecar's ``ood`` entry for ``model`` (with its sidecar ``metadata``), with
+    calibrated ``checks``.
+
+    ``fit_images`` (file paths or decoded (H, W, C) uint8 arrays) with ``fit_labels``:
+    training images, for the embedding's class means and shared covariance only.
+    ``val_images``: clean held-out images; every limit (the image statistics', the
+    feature distance's and the energy's) is chosen on them, jointly, so that at most
+    ``false_alarm_rate`` of them get a warning (``joint_limits``). Images that cannot be
+    read are left out (and counted). The training run's energy entry is kept as it is
+    (or made from these validation images, at ``FALSE_ALARM_RATE``, when the sidecar
+    has none).
+    """
+    from brainmri.modeling.inference import features
+
+    fit = features(fit_images, model, metadata, batch_size, workers, embedding=True)
+    labels = np.asarray(list(fit_labels))[fit.index]
+    means, precision = fit_embedding(fit.embeddings, labels)
+    val = features(val_images, model, metadata, batch_size, workers, embedding=True)
+    if len(val.index) < 10:
+        raise ValueError(f"only {len(val.index)} readable validation images; at least 10 "
+                         f"are needed to choose limits")
+    base = {k: v for k, v in (metadata.get("ood") or {}).items() if k != "checks"}
+    base = base or sidecar_entry(val.logits)
+    scores = pd.DataFrame({name: val.stats[name] * (1 if side == "max" else -1)
+                           for name, (side, _) in IMAGE_CHECKS.items()})
+    scores["embedding"] = mahalanobis(val.embeddings, means, precision)
+    scores["energy"] = energy(val.logits, float(base.get("temperature", 1.0)))
+    limits, n_flagged = joint_limits(scores, false_alarm_rate)
+    image = {name: {side: float(limits[name] * (1 if side == "max" else -1))}
+             for name, (side, _) in IMAGE_CHECKS.items()}
+    checks = {"version": CHECKS_VERSION, "stats_size": STATS_SIZE,
+              "false_alarm_rate": float(false_alarm_rate), "n_val": len(val.index),
+              "val_flagged": n_flagged, "image": image,
+              "energy": {"max": float(limits["energy"])},
+              "embedding": {"layer": "input of 'logits'", "max": float(limits["embedding"]),
+                            "shrinkage": EMBEDDING_SHRINKAGE, "n_fit": len(fit.index),
+                            "means": encode_array(means), "precision": encode_array(precision)},
+              "unreadable": {"fit": len(fit.errors), "val": len(val.errors)}}
+    return {**base, "checks": checks}
+
+
+# ------------------------------------------------------------------- measuring
+
+
+def _share(warned: int, n: int) -> dict:
+    return {"n": int(n), "warned": int(warned), "share": round(warned / n, 4) if n else None}
+
+
+def measure(model, metadata: dict, home_test: Sequence, non_mri: Sequence,
+            batch_size: int, workers: int | None = None) -> dict:
+    """How often ``brainmri predict`` warns (any warning) on clean home test files and on
+    non-MRI images (``data.nonmri.Example``s, saved as PNG files and read back like any
+    input), in total and per kind of non-MRI image."""
+    import tempfile
+
+    from PIL import Image
+
+    from brainmri.modeling.inference import predict_files
+
+    table = predict_files(list(home_test), model, metadata, batch_size, show_progress=False,
+                          workers=workers)
+    read = table[table["error"] == ""]
+    out = {"home_test": {**_share(int((read["warning"] != "").sum()), len(read)),
+                         "unreadable": int(len(table) - len(read))}}
+    with tempfile.TemporaryDirectory(prefix="brainmri-nonmri-") as tmp:
+        paths = []
+        for i, example in enumerate(non_mri):
+            paths.append(Path(tmp) / f"{i:04d}_{example.name}.png")
+            Image.fromarray(example.pixels).save(paths[-1])
+        table = predict_files(paths, model, metadata, batch_size, show_progress=False,
+                              workers=workers)
+    table["kind"] = [e.kind for e in non_mri]
+    table["warned"] = table["warning"] != ""
+    by_kind = table.groupby("kind", sort=False)["warned"].agg(["sum", "size"])
+    out["non_mri"] = {**_share(int(table["warned"].sum()), len(table)),
+                      "by_kind": {k: _share(int(r["sum"]), int(r["size"]))
+                                  for k, r in by_kind.iterrows()},
+                      "missed": [Path(p).name[5:-4] for p, w in zip(table["path"],
+                                                                    table["warned"]) if not w]}
+    return out
+
+
+# ---------------------------------------------------------- command line
+
+
+def _calibrate_command(args) -> int:
+    """Recompute and store the sidecar's ``ood`` entry from the model's own split."""
+    from brainmri.data import nonmri
+    from brainmri.data.dataset import load
+    from brainmri.data.images import decode
+    from brainmri.modeling.saved import load_for_prediction, update_sidecar
+
+    model_file = Path(args.calibrate)
+    model, metadata = load_for_prediction(model_file)
+    training = metadata.get("training", {})
+    name = args.dataset or metadata.get("dataset")
+    seed = int(training.get("seed", metadata.get("seed", 42)))
+    data = load(name, args.data_dir, float(training.get("val_fraction", 0.2)), seed)
+    train, val, test = data.split("train"), data.split("val"), data.split("test")
+    print(f"{name}: fitting on {len(train)} training images, choosing limits on {len(val)} "
+          f"validation images", file=sys.stderr)
+    entry = calibrate(model, metadata, [data.root / p for p in train["path"]],
+                      data.labels("train"), [data.root / p for p in val["path"]],
+                      args.batch_size, args.rate, args.workers)
+    picked = test.groupby("label", sort=True).sample(n=args.per_class, random_state=seed)
+    mris = [(Path(p).stem, decode(data.root / p, metadata["color_mode"]).pixels)
+            for p in picked["path"]]
+    non_mri = nonmri.examples(mris, seed)
+    print(f"measuring on {len(test)} test images and {len(non_mri)} non-MRI images",
+          file=sys.stderr)
+    measured = {"dataset": name, **measure(
+        model, {**metadata, "ood": entry}, [data.root / p for p in test["path"]], non_mri,
+        args.batch_size, args.workers)}
+    measured["non_mri"]["transformed_from"] = (
+        f"{args.per_class} test images per class (seed {seed})")
+    entry["checks"]["measured"] = measured
+    summary = {k: v for k, v in entry["checks"].items() if k not in ("embedding",)}
+    print(json.dumps(summary, indent=2))
+    if not args.dry_run:
+        print(f"written to {update_sidecar(model_file, 'ood', entry)}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m brainmri.modeling.ood",
+        description="Choose the out-of-distribution limits of a saved model on its "
+                    "dataset's validation split, measure them on its test split and on "
+                    "non-MRI images, and store them in the model's JSON sidecar.")
+    parser.add_argument("--calibrate", required=True, metavar="MODEL",
+                        help="a .keras file with its sidecar, e.g. "
+                             "models/brainmri_compact.keras")
+    parser.add_argument("--data-dir", default=None, help="a folder holding the datasets "
+                                                         "(default: $BRAIN_MRI_DATA)")
+    parser.add_argument("--dataset", default=None, help="default: the sidecar's dataset")
+    parser.add_argument("--rate", type=float, default=CHECKS_FALSE_ALARM_RATE,
+                        help="share of validation images all checks together may flag")
+    parser.add_argument("--per-class", type=int, default=2,
+                        help="test images per class turned into non-MRI images")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--dry-run", action="store_true", help="print, do not write")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from brainmri.core.errors import BrainMRIError
+
+    try:
+        return _calibrate_command(args)
+    except BrainMRIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -27,6 +27,16 @@ from brainmri.modeling.builders import GRADCAM_LAYER
 #: Sidecar keys without which a model cannot be fed correctly (the rest have defaults).
 REQUIRED_KEYS = ("class_names", "image_size", "color_mode", "normalization")
 
+#: Calibration temperatures a sidecar may hold: the search range of
+#: ``evaluation.metrics.fit_temperature``. Outside it the probabilities are degenerate:
+#: 1e-300 makes them exactly 0 and 1, 1e308 makes them all 0.25 (a tie "won" by the
+#: first class).
+TEMPERATURE_RANGE = (0.05, 50.0)
+
+#: Model input sides a sidecar may hold, as the series' own bound on ``image_size``
+#: (params/base.yaml, ``rules.ranges``).
+IMAGE_SIZE_RANGE = (8, 2048)
+
 
 class SavedModelError(BrainMRIError):
     """A model file or its sidecar cannot be used as is; the message says what to fix."""
@@ -143,16 +153,20 @@ def _sidecar_problem(meta: dict) -> str | None:
         return (f"lists classes {meta['class_names']}, but this version predicts "
                 f"{list(CLASS_NAMES)}")
     size = meta["image_size"]
-    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 8):
-        return f"has image_size {size!r}; it must be a whole number of pixels, at least 8"
+    low, high = IMAGE_SIZE_RANGE
+    if not (isinstance(size, int) and not isinstance(size, bool) and low <= size <= high):
+        return (f"has image_size {size!r}; it must be a whole number of pixels from {low} to "
+                f"{high} (the side of the square the model was trained on)")
     for key, allowed in (("color_mode", COLOR_MODES), ("normalization", NORMALIZATIONS),
                          ("resample", tuple(RESAMPLE)), ("crop", CROPS)):
         if key in meta and meta[key] not in allowed:
             return f"has {key} {meta[key]!r}; expected one of {list(allowed)}"
     temperature = meta.get("temperature", 1.0)
-    if not (_is_number(temperature) and temperature > 0):
+    low, high = TEMPERATURE_RANGE
+    if not (_is_number(temperature) and low <= temperature <= high):
         return (f"has temperature {temperature!r}; the calibration temperature must be a "
-                f"positive number")
+                f"number from {low} to {high} (refit it on validation predictions with "
+                f"brainmri.evaluation.metrics.fit_temperature, or remove it to use 1)")
     if "ood" in meta and (problem := ood.check_entry(meta["ood"])):
         return f"has an unusable ood entry: {problem}"
     return None
@@ -199,6 +213,19 @@ def check_model(model, meta: dict, model_file: str | Path) -> None:
     if logits.output.shape[-1] != n:
         raise SavedModelError(f"{where}'s 'logits' layer has {logits.output.shape[-1]} units, "
                               f"not {n}; use a model trained by the series for these classes")
+    activation = logits.get_config().get("activation", "linear")
+    if activation not in ("linear", None):
+        raise SavedModelError(
+            f"{where}'s 'logits' layer has a {activation!r} activation; it must be linear "
+            f"(raw logits), since the temperature and the OOD scores are computed from "
+            f"logits. Use a model built by brainmri (its softmax is a separate layer)")
+    checks = ood.checks_of(meta)
+    if checks is not None and checks.embedding_dim not in (None, logits.input.shape[-1]):
+        raise SavedModelError(
+            f"{sidecar_path(model_file)}'s ood.checks were fitted to {checks.embedding_dim}-"
+            f"dimensional features, but {where}'s 'logits' layer takes "
+            f"{logits.input.shape[-1]}; pair the model with its own sidecar or recompute them "
+            f"(python -m brainmri.modeling.ood --calibrate {model_file})")
 
 
 def _unreadable(model_file: Path, exc: OSError) -> SavedModelError:

@@ -1,0 +1,270 @@
+"""`brainmri predict`'s out-of-distribution warnings: image statistics (colour, corners,
+noise, hollowness, grey-level entropy), the feature-space distance and the energy score,
+calibrated together on validation images (``modeling.ood.calibrate``) and stored in the
+sidecar under ``ood.checks``."""
+
+import io
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from brainmri import CLASS_NAMES, cli
+from brainmri.data import nonmri
+from brainmri.modeling import ood, saved
+from synthetic import mri_like
+
+SHIPPED_SIDECAR = Path(__file__).resolve().parents[1] / "models" / "brainmri_compact.json"
+NICKPARVAR_TEST = (Path(os.environ.get("BRAIN_MRI_DATA", "/nonexistent"))
+                   / "brain-tumor-mri-dataset" / "Testing")
+
+
+def _predict(capsys, *argv):
+    code = cli.main(["predict", *map(str, argv), "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _table(printed: str) -> pd.DataFrame:
+    rows = pd.read_csv(io.StringIO(printed), keep_default_na=False)
+    return rows.set_index(rows["path"].map(os.path.basename))
+
+
+def _scans(n: int, seed: int, size: int = 64):
+    """``n`` synthetic MRI-like slices (RGB arrays) and their class indices."""
+    rng = np.random.default_rng(seed)
+    labels = [i % len(CLASS_NAMES) for i in range(n)]
+    images = [np.repeat(mri_like(CLASS_NAMES[k], size, rng)[..., None], 3, -1) for k in labels]
+    return images, labels
+
+
+def _save(folder: Path, pictures: dict[str, np.ndarray]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pixels in pictures.items():
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    return folder
+
+
+# --------------------------------------------------------------- the shipped model
+
+
+def test_shipped_model_warns_on_pictures_that_are_not_brain_mri(tmp_path, capsys):
+    """Pure noise used to get no_tumor 0.993 without a warning, and most photos and
+    drawings too: the energy score alone does not separate them from scans."""
+    pictures = {e.name: e.pixels for e in nonmri.synthetic(seed=0)}
+    pictures.update({e.name: e.pixels for e in nonmri.bundled(
+        ["astronaut", "camera", "coffee", "moon", "shepp_logan_phantom"])})
+    assert len(pictures) >= 15
+    code, printed, err = _predict(capsys, _save(tmp_path / "inbox", pictures))
+    rows = _table(printed)
+    assert code == 0 and len(rows) == len(pictures) and "no 'ood.checks'" not in err
+    unwarned = [name for name, w in rows["warning"].items() if "out of distribution" not in w]
+    assert unwarned == []
+
+
+def test_shipped_sidecar_records_its_calibration_and_measured_rates():
+    entry = json.loads(SHIPPED_SIDECAR.read_text())["ood"]
+    assert ood.check_entry(entry) is None
+    checks = entry["checks"]
+    assert set(checks["image"]) == set(ood.IMAGE_CHECKS) and checks["n_val"] == 1140
+    assert checks["val_flagged"] <= math.floor(checks["false_alarm_rate"] * checks["n_val"])
+    assert checks["embedding"]["n_fit"] == 4568
+    measured = checks["measured"]
+    home, other = measured["home_test"], measured["non_mri"]
+    assert measured["dataset"] == "nickparvar" and home["n"] == 1311
+    assert home["warned"] <= 0.01 * home["n"]  # at most 1 % of clean home test images
+    assert other["warned"] >= 0.95 * other["n"]  # at least 95 % of non-MRI images
+    assert sum(k["n"] for k in other["by_kind"].values()) == other["n"]
+    assert {"synthetic", "photo", "medical", *nonmri.TRANSFORMS} == set(other["by_kind"])
+    # the training run's energy entry is kept as it was (the benchmark's column uses it)
+    assert entry["false_alarm_rate"] == 0.01 and entry["n_val"] == 1140
+
+
+@pytest.mark.realdata
+def test_real_scans_pass_but_inverted_or_coloured_copies_warn(tmp_path, capsys):
+    if not NICKPARVAR_TEST.is_dir():
+        pytest.skip("needs the Nickparvar dataset (BRAIN_MRI_DATA)")
+    scans = {}
+    for folder in sorted(NICKPARVAR_TEST.iterdir()):
+        for path in sorted(folder.glob("*.jpg"))[:2]:
+            scans[path.stem] = np.asarray(Image.open(path).convert("RGB"))
+    pictures = dict(scans)
+    for name, pixels in scans.items():
+        made = {e.kind: e.pixels for e in nonmri.transformed(pixels, name)}
+        pictures.update({f"{kind}_{name}": made[kind]
+                         for kind in ("inverted", "tint_sepia", "false_colour")})
+    code, printed, _ = _predict(capsys, _save(tmp_path / "inbox", pictures))
+    rows = _table(printed)
+    assert code == 0 and len(rows) == 4 * len(scans) == 32
+    warned = rows["warning"] != ""
+    originals = [f"{name}.png" for name in scans]
+    assert warned.drop(originals).all()  # the inverted, tinted and false-colour copies
+    assert not warned[originals].any()
+
+
+# ------------------------------------------------------------ calibration
+
+
+@pytest.fixture(scope="module")
+def calibrated(trained_run):
+    """The tiny trained model's ``ood`` entry, calibrated on synthetic scans."""
+    model, meta = saved.load_for_prediction(trained_run[1])
+    fit, labels = _scans(48, seed=10)
+    val, _ = _scans(40, seed=11)
+    return ood.calibrate(model, meta, fit, labels, val, false_alarm_rate=0.05,
+                         batch_size=16, workers=2)
+
+
+def _model_with(tmp_path, trained_run, entry, name="calibrated"):
+    folder = tmp_path / name
+    shutil.copytree(trained_run[1], folder)
+    saved.update_sidecar(folder / "model.keras", "ood", entry)
+    return folder / "model.keras"
+
+
+def test_calibrate_chooses_limits_on_validation_and_predict_applies_them(
+        tmp_path, trained_run, calibrated, capsys):
+    entry = calibrated
+    checks = entry["checks"]
+    assert ood.check_entry(entry) is None and checks["n_val"] == 40
+    assert checks["val_flagged"] <= 2 and checks["embedding"]["n_fit"] == 48
+    training_entry = json.loads((trained_run[1] / "model.json").read_text())["ood"]
+    assert {k: entry[k] for k in training_entry} == training_entry  # kept as it was
+    model = _model_with(tmp_path, trained_run, entry)
+    clean, _ = _scans(8, seed=99)
+    scan = clean[0]
+    pictures = {f"clean{i}": image for i, image in enumerate(clean)}
+    pictures.update({
+        "noise": np.random.default_rng(5).integers(0, 256, (64, 64, 3), np.uint8),
+        "inverted": 255 - scan,
+        "tinted": (scan * np.array([1.0, 0.6, 0.4])).astype(np.uint8),
+        "outline": {e.name: e.pixels for e in nonmri.synthetic()}[
+            "drawing_head_outline_on_black"],
+        "photo": nonmri.bundled(["astronaut"])[0].pixels,
+    })
+    code, printed, err = _predict(capsys, _save(tmp_path / "inbox", pictures),
+                                  "--model", model)
+    rows = _table(printed)
+    assert code == 0 and "no 'ood.checks'" not in err
+    for name in ("noise", "inverted", "tinted", "outline", "photo"):
+        assert "out of distribution: " in rows.loc[f"{name}.png", "warning"], name
+    assert "bright corners" in rows.loc["inverted.png", "warning"]
+    assert "colour image" in rows.loc["tinted.png", "warning"]
+    assert (rows.loc[[f"clean{i}.png" for i in range(8)], "warning"] != "").sum() <= 2
+
+
+def test_sidecar_without_checks_still_works_with_one_note(tmp_path, trained_run, capsys):
+    """The tiny model's own sidecar has the training run's energy entry only."""
+    inbox = _save(tmp_path / "inbox", {f"scan{i}": image
+                                       for i, image in enumerate(_scans(3, seed=1)[0])})
+    code, printed, err = _predict(capsys, inbox, "--model", trained_run[1] / "model.keras")
+    assert code == 0 and len(_table(printed)) == 3
+    assert err.count("no 'ood.checks'") == 1 and "--calibrate" in err
+
+
+def _damaged(entry: dict, change) -> dict:
+    entry = json.loads(json.dumps(entry))
+    change(entry["checks"])
+    return entry
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda c: c.update(version=2), "version must be 1"),
+    (lambda c: c["image"].update(colourfulness={"max": 1.0}), "unknown image check"),
+    (lambda c: c["image"].update(saturation={"min": 0.1}), "image.saturation must be"),
+    (lambda c: c["image"].update(entropy={"min": float("nan")}), "image.entropy must be"),
+    (lambda c: c["embedding"]["precision"].update(base64="@@@"), "not base64"),
+    (lambda c: c["embedding"]["means"].update(shape=[2, 3]), "does not hold [2, 3]"),
+    (lambda c: c.update(energy={"max": "high"}), "energy must be"),
+])
+def test_malformed_ood_checks_are_refused(tmp_path, trained_run, calibrated, capsys,
+                                          change, expected):
+    model = _model_with(tmp_path, trained_run, _damaged(calibrated, change))
+    scan = _save(tmp_path / "inbox", {"scan": _scans(1, seed=2)[0][0]}) / "scan.png"
+    code, printed, err = _predict(capsys, scan, "--model", model)
+    assert code == 2 and printed == "" and "ood.checks" in err and expected in err, err
+
+
+def test_checks_fitted_to_another_model_are_refused(tmp_path, trained_run, calibrated,
+                                                    capsys):
+    other = ood.encode_array(np.eye(3))
+    entry = _damaged(calibrated, lambda c: c["embedding"].update(
+        means=ood.encode_array(np.zeros((4, 3))), precision=other))
+    model = _model_with(tmp_path, trained_run, entry)
+    scan = _save(tmp_path / "inbox", {"scan": _scans(1, seed=2)[0][0]}) / "scan.png"
+    code, _, err = _predict(capsys, scan, "--model", model)
+    assert code == 2 and "fitted to 3-dimensional features" in err
+
+
+# ------------------------------------------------------------------ the parts
+
+
+def test_image_statistics_tell_grey_scans_from_other_pictures():
+    rng = np.random.default_rng(0)
+    scan = np.repeat(mri_like("glioma", 128, rng)[..., None], 3, -1)
+    base = ood.image_statistics(scan)
+    assert base["saturation"] == 0 and base["corner_brightness"] < 1
+    assert base["hollowness"] < 0.1 and base["entropy"] > 2
+    tinted = ood.image_statistics((scan * np.array([1.0, 0.6, 0.4])).astype(np.uint8))
+    assert tinted["saturation"] > 0.3
+    assert ood.image_statistics(255 - scan)["corner_brightness"] > 250
+    noisy = np.clip(scan + rng.normal(0, 80, scan.shape), 0, 255).astype(np.uint8)
+    assert ood.image_statistics(noisy)["noise"] > 2 * base["noise"]
+    outline = {e.name: e.pixels for e in nonmri.synthetic()}["drawing_head_outline_on_black"]
+    assert ood.image_statistics(outline)["hollowness"] > 0.5
+    binary = np.where(scan > 100, 255, 0).astype(np.uint8)
+    assert ood.image_statistics(binary)["entropy"] < 1
+    grey = ood.image_statistics(scan[..., :1])  # a grayscale model's pixels
+    assert grey == pytest.approx(base)
+
+
+def test_mahalanobis_distance_and_the_stored_arrays():
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(5, 5))
+    labels = np.repeat([0, 1, 2], 400)
+    centres = np.array([[0, 0, 0, 0, 0], [8, 0, 0, 0, 0], [0, 8, 0, 0, 0]], float)
+    e = centres[labels] + rng.normal(size=(1200, 5)) @ mixing
+    means, precision = ood.fit_embedding(e, labels)
+    assert np.allclose(means, centres, atol=0.5)
+    d = ood.mahalanobis(np.vstack([centres, centres[:1] + 40 * mixing[0]]), means, precision)
+    assert d[:3].max() < 0.2 and d[3] > 20
+    assert np.median(ood.mahalanobis(e, means, precision)) == pytest.approx(
+        math.sqrt(5 - 2 / 3), rel=0.15)  # chi distribution with 5 degrees of freedom
+    stored = ood.encode_array(precision)
+    assert np.array_equal(ood.decode_array(json.loads(json.dumps(stored))), precision)
+    for bad in ({**stored, "dtype": "<f8"}, {**stored, "shape": [5, 4]}, None,
+                {**stored, "base64": stored["base64"][:-8]}):
+        with pytest.raises(ValueError):
+            ood.decode_array(bad)
+
+
+def test_joint_limits_flag_at_most_the_rate_of_validation_images():
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame(rng.normal(size=(1000, 4)), columns=list("abcd"))
+    for rate in (0.002, 0.01, 0.05):
+        limits, n = ood.joint_limits(scores, rate)
+        flagged = int((scores > limits).any(axis=1).sum())
+        assert flagged == n <= math.floor(rate * 1000)
+        assert n > math.floor(rate * 1000) - 4  # one more per column would be too many
+    limits, n = ood.joint_limits(scores, 0.001)  # too few to flag one per column
+    assert n == 0 and (limits == scores.max()).all()
+    with pytest.raises(ValueError):
+        ood.joint_limits(scores.assign(a=np.nan), 0.01)
+
+
+def test_non_mri_set_is_seeded_and_offline():
+    first, second = nonmri.examples(), nonmri.examples()
+    assert [e.name for e in first] == [e.name for e in second]
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(first, second))
+    assert {"noise_uniform_grey", "checkerboard_8", "gradient_linear",
+            "drawing_lines_on_white"} <= {e.name for e in first}
+    assert all(e.pixels.ndim == 3 and e.pixels.shape[-1] == 3 and e.pixels.dtype == np.uint8
+               for e in first)
+    made = nonmri.transformed(np.full((32, 32, 3), 100, np.uint8), "x")
+    assert [e.kind for e in made] == list(nonmri.TRANSFORMS)
