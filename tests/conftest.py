@@ -101,12 +101,32 @@ DATASET_FOLDERS = ("brain-tumor-classification-mri", "brain-tumor-mri-dataset",
 _QUICK: dict[str, QuickRun] = {}
 
 
-def pytest_collection_finish(session):
-    """Start the quick run now when a selected test needs it (see QuickRun)."""
+def _waits_for_quick_run(item) -> bool:
+    """Whether ``item`` needs the quick run: through its fixtures, or through the book it
+    shows (the browser tests pick their book at run time)."""
+    return ("quick_run" in getattr(item, "fixturenames", ())
+            or item.get_closest_marker("browser") is not None)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """The tests that wait for the quick run go last (each group keeps pytest-randomly's
+    order): the unit tests run while the run goes on in the background."""
+    items.sort(key=_waits_for_quick_run)
+
+
+def _start_quick_run() -> None:
     import tempfile
 
-    if any("quick_run" in getattr(item, "fixturenames", ()) for item in session.items):
+    if "run" not in _QUICK:
         _QUICK["run"] = QuickRun(Path(tempfile.mkdtemp(prefix="brainmri-quick-")))
+
+
+def pytest_collection_finish(session):
+    """Start the quick run now when a selected test needs it (see QuickRun)."""
+    if not session.config.option.collectonly and any(
+            _waits_for_quick_run(item) for item in session.items):
+        _start_quick_run()
 
 
 def pytest_unconfigure(config):
@@ -118,6 +138,7 @@ def pytest_unconfigure(config):
 def quick_run() -> dict:
     """The quick run's results, once it has finished: run folder, data root, wall
     seconds, the raw data's digests before the run, console output and environment."""
+    _start_quick_run()  # already started, unless no collected test declared the need
     return _QUICK["run"].wait()
 
 
