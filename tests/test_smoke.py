@@ -112,3 +112,74 @@ def test_book_pages_hide_parameters_and_name_no_machine_path(built_book, quick_r
             page.name
         found = sorted(m for m in machine if m in html)
         assert not found, f"{page.name} contains {found}"
+
+
+# --- each chapter's key output, read back (a chapter that runs but computes nothing fails) --
+
+def _step_params(run_dir, step: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((run_dir / "params.yaml").read_text())["steps"][step]
+
+
+def _printed(run_dir, step: str) -> str:
+    """Everything the executed notebook of ``step`` printed or displayed as text."""
+    nb = nbformat.read(run_dir / "notebooks" / f"{step}.ipynb", 4)
+    return "\n".join(str(o.get("text") or o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_preprocessing_recipes_agree_and_arrays_have_the_asked_shape(quick_run):
+    import re
+
+    run_dir = quick_run["run_dir"]
+    params, text = _step_params(run_dir, "03_preprocessing"), _printed(run_dir, "03_preprocessing")
+    difference = float(re.search(r"largest difference between the two recipes: (\S+)",
+                                 text).group(1))
+    assert difference < 1e-4  # unit-then-standardise equals standardise in one step
+    channels = 1 if params["color_mode"] == "grayscale" else 3
+    size = params["image_size"]
+    shapes = re.findall(rf"\((\d+), {size}, {size}, {channels}\)", text)
+    assert len(shapes) >= 4 and all(int(n) > 0 for n in shapes)  # three splits and a batch
+
+
+def test_claims_table_has_every_setting_and_seed_with_intervals(quick_run):
+    run_dir = quick_run["run_dir"]
+    params = _step_params(run_dir, "05b_relu_cnn_claims")
+    claims = pd.read_csv(run_dir / "claims.csv")
+    expected = (len(params["color_modes"]) * len(params["epoch_counts"])
+                + len(params["seeds"]) - 1)  # the first seed's models are the grid's
+    assert len(claims) == expected and claims["model"].is_unique
+    assert set(claims["color_mode"]) == set(params["color_modes"])
+    assert set(claims["epochs"]) == set(params["epoch_counts"])
+    assert set(claims["seed"]) == set(params["seeds"])
+    accuracy = claims[["val accuracy", "test accuracy", "test CI low", "test CI high"]]
+    assert accuracy.stack().between(0, 1).all()
+    assert (claims["test CI low"] <= claims["test accuracy"]).all()
+    assert (claims["test accuracy"] <= claims["test CI high"]).all()
+
+
+def test_sigmoid_chapter_measures_gradient_norms_of_both_networks(quick_run):
+    """Chapter 07's table: one positive, finite gradient norm per layer and network."""
+    import math
+
+    text = _printed(quick_run["run_dir"], "07_sigmoid_cnn")
+    header = next(line for line in text.splitlines() if "sigmoid, trained" in line)
+    assert "relu, trained" in header and "sigmoid, initial" in header
+    rows = [line.split() for line in text.splitlines() if line.startswith("conv1")]
+    values = [float(v) for v in rows[0][1:5]]
+    assert all(math.isfinite(v) and v > 0 for v in values)
+
+
+def test_explainability_scores_every_explained_model_and_explainer(quick_run):
+    run_dir = quick_run["run_dir"]
+    params = _step_params(run_dir, "10_explainability")
+    xai = pd.read_csv(run_dir / "xai_faithfulness.csv")
+    models = {tag.rsplit("-", 1)[0].split("+", 1)[0] for tag in xai["model"]}
+    assert models == set(params["models"])
+    assert (xai.groupby("model")["explainer"].nunique() == 4).all()
+    assert (xai["n_images"] == params["faithfulness_samples"]).all()
+    assert (xai["n_sanity"] == params["sanity_samples"]).all()
+    assert xai[["deletion", "insertion", "mass_in_brain", "mass_on_contour"]].stack() \
+        .between(0, 1).all()
+    assert xai[["mufidelity", "randomisation_similarity"]].stack().between(-1, 1).all()
