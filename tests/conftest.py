@@ -205,4 +205,19 @@ def trained_run(tmp_path_factory):
         p = notebook.setup("08b_compact_cnn", {**TINY_COMPACT, "data_dir": str(base / "data")},
                            run_dir=str(base / "run"))
         result = experiment.run(p)
-    return p.run.root, result.folder, base / "data"
+    before = _digest(p.run.root)
+    yield p.run.root, result.folder, base / "data"
+    assert _digest(p.run.root) == before, (
+        "a test wrote into the shared trained_run folder, which makes later tests depend "
+        "on the order: give that test trained_run_copy")
+
+
+@pytest.fixture
+def trained_run_copy(trained_run, tmp_path):
+    """A private copy of ``trained_run``'s run folder, for a test that writes into it (an
+    audit's list of copies, an exclusion list): the shared run stays as training left it,
+    whichever tests ran before."""
+    run_dir, folder, data_root = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy, copy / folder.relative_to(run_dir), data_root

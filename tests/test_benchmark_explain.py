@@ -13,8 +13,8 @@ from brainmri.report import tables as readme_table
 SCORING = {"target_sensitivity": 0.99, "n_bootstrap": 200, "seed": 0, "ece_bins": 15}
 
 
-def test_benchmark_scores_test_and_deduplicated_sets(trained_run):
-    run = RunFolder(trained_run[0])
+def test_benchmark_scores_test_and_deduplicated_sets(trained_run_copy):
+    run = RunFolder(trained_run_copy[0])
     test = pd.read_csv(run.predictions("compact_cnn-sartaj", "test"))
     leaked = test["path"].iloc[:5]
     run.test_with_copy("sartaj").parent.mkdir(exist_ok=True)

@@ -51,8 +51,8 @@ def test_missing_or_empty_class_folder_is_named(tmp_path):
     assert "Expected layout" in message
 
 
-def test_external_rows_score_only_tumour_images_without_a_training_copy(trained_run):
-    run = RunFolder(trained_run[0])
+def test_external_rows_score_only_tumour_images_without_a_training_copy(trained_run_copy):
+    run = RunFolder(trained_run_copy[0])
     frame = pd.read_csv(run.predictions("compact_cnn-sartaj", "br35h"))
     tumours = frame[frame["label"] == "tumour"]
     assert len(tumours) and (frame["label"] == "no_tumor").any()
