@@ -302,7 +302,7 @@ def _frame(labels, predicted, split, eval_dataset=None, scale=3.0):
 
 def _result(model_name, dataset, labels, predicted, history, extra=None, **params):
     p = Params(chapter="test", run=None, model_name=model_name, dataset=dataset,
-               learning_rate=1e-3, patience=3, **params)
+               learning_rate=1e-3, patience=3, ece_bins=15, **params)
     frames = {"val": _frame(labels, predicted, "val"), "test": _frame(labels, predicted, "test"),
               **(extra or {})}
     return Result(p, None, None, None, history, frames, temperature=1.5)

@@ -194,7 +194,7 @@ def test_chart_labels_stay_readable_in_the_book():
         "curves_grid": figures.curves_grid({m: history for m in models}),
         "training_curves": figures.training_curves(history),
         "reliability_diagrams": figures.reliability_diagrams(
-            {m: (y, probs, probs) for m in models[:5]}),
+            {m: (y, probs, probs) for m in models[:5]}, 15),
         "roc_grid": figures.roc_grid({m: roc_curves(y, probs) for m in models[:5]}),
         "size_and_mode": figures.size_and_mode(inventory),
         "compare_bars": figures.compare_bars({"a": 1, "b": 2}, {"a": 1.5, "b": 2.5}, "t"),

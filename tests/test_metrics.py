@@ -102,13 +102,13 @@ def test_ece_is_zero_when_confidence_matches_accuracy():
     probs[:, 0] = conf
     probs[:, 1] = 1 - conf
     y[~correct] = 1  # when wrong, the true class is another one
-    assert metrics.ece(y, probs) < 0.01
+    assert metrics.ece(y, probs, 15) < 0.01
 
 
 def test_ece_of_an_overconfident_model():
     y = np.array([0, 1] * 50)
     probs = np.tile([1.0, 0, 0, 0], (100, 1))  # always certain, right half of the time
-    assert metrics.ece(y, probs) == pytest.approx(0.5)
+    assert metrics.ece(y, probs, 15) == pytest.approx(0.5)
 
 
 def test_temperature_recovers_the_generating_temperature():

@@ -241,3 +241,23 @@ def test_claims_findings_word_the_comparison_from_the_numbers():
     versus = claims.versus_published(table)
     assert versus.loc["grayscale, 16 epochs", "report 000"] == 0.71
     assert versus.loc["grayscale, 6 epochs", "test accuracy"] == 0.60  # the run's seed
+
+
+def test_calibration_table_uses_the_chapters_ece_bins(synthetic_root, tmp_path, monkeypatch):
+    """A model chapter's calibration table bins by its own ``ece_bins`` (it used the
+    function's default, so the parameter never reached chapters 04-08b)."""
+    from brainmri.evaluation import metrics
+    from brainmri.report import experiment, notebook
+    from conftest import TINY_COMPACT
+
+    p = notebook.setup("08b_compact_cnn", {**TINY_COMPACT, "epochs": 1, "ece_bins": 7,
+                                           "data_dir": str(synthetic_root)},
+                       run_dir=str(tmp_path / "run"))
+    result = experiment.run(p)
+    seen, ece = [], metrics.ece
+    monkeypatch.setattr(metrics, "ece", lambda y, probs, n_bins: seen.append(n_bins)
+                        or ece(y, probs, n_bins))
+    table = result.calibration()
+    assert seen and set(seen) == {7}
+    assert table.loc["sartaj test", "ECE before"] == pytest.approx(
+        ece(*evaluate.arrays(result.test)[:2], 7))

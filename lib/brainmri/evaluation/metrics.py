@@ -119,7 +119,7 @@ def tumour_vs_none(y_true: np.ndarray, probs: np.ndarray, threshold: float | Non
     return out
 
 
-def threshold_for_sensitivity(y_true: np.ndarray, probs: np.ndarray, target: float = 0.99
+def threshold_for_sensitivity(y_true: np.ndarray, probs: np.ndarray, target: float
                               ) -> float:
     """The smallest threshold on P(no_tumor) whose tumour sensitivity is at least ``target``.
 
@@ -140,7 +140,7 @@ def threshold_for_sensitivity(y_true: np.ndarray, probs: np.ndarray, target: flo
 
 # --- Calibration ----------------------------------------------------------------------
 
-def reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
+def reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int) -> pd.DataFrame:
     """Confidence (top probability) vs accuracy in ``n_bins`` equal-width bins.
 
     Written here because scikit-learn's calibration_curve covers binary problems only.
@@ -158,7 +158,7 @@ def reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> pd.D
     return pd.DataFrame(rows)
 
 
-def ece(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+def ece(y_true: np.ndarray, probs: np.ndarray, n_bins: int) -> float:
     """Expected calibration error: sum over bins of |B|/N * |accuracy(B) - confidence(B)|."""
     table = reliability(y_true, probs, n_bins)
     used = table["count"] > 0

@@ -186,8 +186,9 @@ class Result:
         accuracy when one was predicted (before removing images the datasets share)."""
         y, probs, logits = predictions.arrays(self.test)
         rows = {f"{self.p.dataset} test": {
-            "temperature": self.temperature, "ECE before": metrics.ece(y, probs),
-            "ECE after": metrics.ece(y, metrics.softmax(logits, self.temperature)),
+            "temperature": self.temperature, "ECE before": metrics.ece(y, probs, self.p.ece_bins),
+            "ECE after": metrics.ece(y, metrics.softmax(logits, self.temperature),
+                                     self.p.ece_bins),
             "accuracy": metrics.accuracy(y, probs)}}
         if "external" in self.predictions:
             frame = self.predictions["external"]

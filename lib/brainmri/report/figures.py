@@ -259,7 +259,7 @@ def _panels(n: int, per_row: int = 2):
     return fig, axes
 
 
-def reliability_diagrams(items: dict[str, tuple], n_bins: int = 15) -> plt.Figure:
+def reliability_diagrams(items: dict[str, tuple], n_bins: int) -> plt.Figure:
     """Per model: accuracy vs confidence before and after temperature scaling.
 
     ``items`` maps a model tag to (labels, probabilities, temperature-scaled probabilities).
