@@ -116,7 +116,7 @@ def test_randomised_copy_has_new_weights(explained):
 def test_brain_mask_and_mass_shares_on_a_known_image():
     img = np.zeros((1, 40, 40, 1), np.uint8)
     img[0, 10:30, 10:30] = 200  # a 20 x 20 "brain" = 25 % of the image
-    mask = explain.brain_mask(img)
+    mask = explain.brain_mask(img, 0.1)
     assert mask.sum() == 400
     inside = np.zeros((1, 40, 40))
     inside[0, 15:25, 15:25] = 1.0
@@ -134,6 +134,6 @@ def test_gradcam_reaches_the_transfer_models_named_layers():
     for name, shape in (("convnext_tiny", (32, 32, 3)), ("inception_v3", (75, 75, 3))):
         model = models.build(name, shape, weights="none")
         x = np.random.default_rng(0).normal(size=(1, *shape)).astype("float32")
-        explainer = explain.make_explainers(model, models.GRADCAM_LAYER[name])["GradCAM"]
+        explainer = explain.gradcam(model, models.GRADCAM_LAYER[name])
         cam = np.asarray(explainer(x, explain.one_hot(np.array([0]))))
         assert cam.shape[1:3] == shape[:2] and np.isfinite(cam).all()

@@ -81,22 +81,33 @@ def models_to_explain(run: RunFolder, names: list[str] | None = None) -> dict[st
     return folders
 
 
-def make_explainers(model, gradcam_layer: str | None = None, steps: int = 80,
-                    samples: int = 80, batch_size: int = 16) -> dict:
-    """The four explainers of the report (its listing 8.1) on ``model``'s logits."""
+def gradcam(model, gradcam_layer: str | None, batch_size: int = 16):
+    """Xplique's Grad-CAM on ``model``'s logits, at ``gradcam_layer`` (None: the
+    builder's layer for this architecture). It has no steps or samples to set, which is
+    why the try-the-model chapter can use it alone."""
     import tensorflow as tf
-    from xplique.attributions import GradCAM, GuidedBackprop, IntegratedGradients, SmoothGrad
+    from xplique.attributions import GradCAM
 
     # Each explainer wraps its own tf.function, so explaining several models re-traces
     # them; TF then logs a "retracing" warning per call that would flood the book pages.
     tf.get_logger().setLevel("ERROR")
-    logits = logits_model(model)
     layer = gradcam_layer or GRADCAM_LAYER.get(model.name, "last_conv")
+    return GradCAM(logits_model(model), conv_layer=layer, batch_size=batch_size)
+
+
+def make_explainers(model, gradcam_layer: str | None, steps: int, samples: int,
+                    batch_size: int = 16) -> dict:
+    """The four explainers of the report (its listing 8.1) on ``model``'s logits, with
+    ``steps`` Integrated Gradients steps and ``samples`` SmoothGrad samples (chapter 10's
+    parameters)."""
+    from xplique.attributions import GuidedBackprop, IntegratedGradients, SmoothGrad
+
+    logits = logits_model(model)
     return {
         "GuidedBackprop": GuidedBackprop(logits, batch_size=batch_size),
         "IntegratedGradients": IntegratedGradients(logits, steps=steps, batch_size=batch_size),
         "SmoothGrad": SmoothGrad(logits, nb_samples=samples, batch_size=batch_size),
-        "GradCAM": GradCAM(logits, conv_layer=layer, batch_size=batch_size),
+        "GradCAM": gradcam(model, gradcam_layer, batch_size),
     }
 
 
@@ -238,7 +249,7 @@ def rank_similarity(maps_a: np.ndarray, maps_b: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def brain_mask(raw: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+def brain_mask(raw: np.ndarray, threshold: float) -> np.ndarray:
     """Boolean (N, H, W) head mask: pixels brighter than ``threshold`` of the image's
     maximum, holes filled, only the largest connected region kept."""
     from scipy import ndimage
