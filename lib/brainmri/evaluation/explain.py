@@ -81,7 +81,7 @@ def models_to_explain(run: RunFolder, names: list[str] | None = None) -> dict[st
     return folders
 
 
-def gradcam(model, gradcam_layer: str | None, batch_size: int = 16):
+def gradcam(model, gradcam_layer: str | None, xplique_batch: int = 16):
     """Xplique's Grad-CAM on ``model``'s logits, at ``gradcam_layer`` (None: the
     builder's layer for this architecture). It has no steps or samples to set, which is
     why the try-the-model chapter can use it alone."""
@@ -92,11 +92,11 @@ def gradcam(model, gradcam_layer: str | None, batch_size: int = 16):
     # them; TF then logs a "retracing" warning per call that would flood the book pages.
     tf.get_logger().setLevel("ERROR")
     layer = gradcam_layer or GRADCAM_LAYER.get(model.name, "last_conv")
-    return GradCAM(logits_model(model), conv_layer=layer, batch_size=batch_size)
+    return GradCAM(logits_model(model), conv_layer=layer, batch_size=xplique_batch)
 
 
 def make_explainers(model, gradcam_layer: str | None, steps: int, samples: int,
-                    batch_size: int = 16) -> dict:
+                    xplique_batch: int = 16) -> dict:
     """The four explainers of the report (its listing 8.1) on ``model``'s logits, with
     ``steps`` Integrated Gradients steps and ``samples`` SmoothGrad samples (chapter 10's
     parameters)."""
@@ -104,10 +104,11 @@ def make_explainers(model, gradcam_layer: str | None, steps: int, samples: int,
 
     logits = logits_model(model)
     return {
-        "GuidedBackprop": GuidedBackprop(logits, batch_size=batch_size),
-        "IntegratedGradients": IntegratedGradients(logits, steps=steps, batch_size=batch_size),
-        "SmoothGrad": SmoothGrad(logits, nb_samples=samples, batch_size=batch_size),
-        "GradCAM": gradcam(model, gradcam_layer, batch_size),
+        "GuidedBackprop": GuidedBackprop(logits, batch_size=xplique_batch),
+        "IntegratedGradients": IntegratedGradients(logits, steps=steps,
+                                                   batch_size=xplique_batch),
+        "SmoothGrad": SmoothGrad(logits, nb_samples=samples, batch_size=xplique_batch),
+        "GradCAM": gradcam(model, gradcam_layer, xplique_batch),
     }
 
 

@@ -49,7 +49,7 @@ class Tryout:
 def _loaded(model_file: str, modified_ns: int):
     """(model, metadata, Grad-CAM explainer), kept while the same file is tried again."""
     model, meta = saved.load_for_prediction(model_file)
-    gradcam = explain.gradcam(model, meta.get("gradcam_layer"), batch_size=1)
+    gradcam = explain.gradcam(model, meta.get("gradcam_layer"), xplique_batch=1)
     return model, meta, gradcam
 
 
