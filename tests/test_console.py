@@ -61,3 +61,24 @@ def test_the_book_build_prints_its_location_and_warnings_only(tmp_path, monkeypa
         assert noise not in out + err, out + err
     log = (tmp_path / "_build" / "book.log").read_text()
     assert all(line in log for line in chatter)
+
+
+def test_book_pages_leave_out_stderr_streams(tmp_path):
+    """TensorFlow's C++ log lines and library warnings printed in a cell stay in the run's
+    notebook, not on the book's page; stdout and displayed results stay."""
+    import nbformat
+
+    from brainmri.report.book import stage_notebook
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('x')")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="E node_def_util.cc\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="x\n"),
+                    nbformat.v4.new_output("execute_result", data={"text/plain": "1"},
+                                           execution_count=1)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), cell]
+    nbformat.write(nb, tmp_path / "run.ipynb")
+    assert stage_notebook(tmp_path / "run.ipynb", tmp_path / "book.ipynb") == 1
+    shown = nbformat.read(tmp_path / "book.ipynb", 4).cells[1].outputs
+    assert [o.get("name", o["output_type"]) for o in shown] == ["stdout", "execute_result"]
+    assert len(nbformat.read(tmp_path / "run.ipynb", 4).cells[1].outputs) == 3  # untouched

@@ -65,6 +65,25 @@ def toc_notebooks(root: Path | None = None) -> list[str]:
     return stems
 
 
+def stage_notebook(source: Path, target: Path) -> int:
+    """Copy an executed notebook for the book without its stderr streams (TensorFlow's
+    C++ log lines, library warnings): they are the run's log, not the chapter; the run
+    folder keeps them. Returns how many outputs were left out."""
+    import nbformat
+
+    nb = nbformat.read(source, 4)
+    dropped = 0
+    for cell in nb.cells:
+        outputs = cell.get("outputs", [])
+        kept = [o for o in outputs
+                if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+        dropped += len(outputs) - len(kept)
+        if outputs:
+            cell["outputs"] = kept
+    nbformat.write(nb, target)
+    return dropped
+
+
 def stage(run_dir: Path, root: Path | None = None) -> list[str]:
     """Copy the run's notebooks into book/notebooks/; return the stems that were missing."""
     root = root or paths.project_root()
@@ -79,7 +98,7 @@ def stage(run_dir: Path, root: Path | None = None) -> list[str]:
     for stem in toc_notebooks(root):
         source = run_dir / "notebooks" / f"{stem}.ipynb"
         if source.exists():
-            shutil.copy2(source, target / f"{stem}.ipynb")
+            stage_notebook(source, target / f"{stem}.ipynb")
         else:
             missing.append(stem)
             title = stem.split("_", 1)[-1].replace("_", " ").replace("-", " ").capitalize()
