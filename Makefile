@@ -75,6 +75,7 @@ test: lint
 
 lint: env
 	$(VENV)/bin/ruff check lib tests
+	$(VENV)/bin/ruff format --check notebooks
 
 bench: env
 	$(BRAINMRI) throughput

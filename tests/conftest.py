@@ -103,9 +103,9 @@ _QUICK: dict[str, QuickRun] = {}
 
 def _waits_for_quick_run(item) -> bool:
     """Whether ``item`` needs the quick run: through its fixtures, or through the book it
-    shows (the browser tests pick their book at run time)."""
-    return ("quick_run" in getattr(item, "fixturenames", ())
-            or item.get_closest_marker("browser") is not None)
+    shows (the browser tests pick their book at run time: ``shown_book``)."""
+    names = getattr(item, "fixturenames", ())
+    return "quick_run" in names or "shown_book" in names
 
 
 @pytest.hookimpl(trylast=True)
@@ -195,7 +195,8 @@ def trained_run(tmp_path_factory):
     """A tiny compact CNN trained on synthetic data with ``experiment.run``, as chapter 08b
     does. Returns (run folder, model folder, data root); shared by the predict, explain
     and benchmark tests."""
-    from brainmri.report import experiment, notebook
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment
 
     base = tmp_path_factory.mktemp("trained")
     make_dataset(base / "data", "sartaj", {"Training": 30, "Testing": 10}, size=64)

@@ -51,3 +51,29 @@ def make_dataset(root: Path, dataset: str = "sartaj", per_class: dict[str, int] 
                 Image.fromarray(np.stack([gray] * 3, -1)).save(out / f"img {i:03d}.jpg",
                                                                quality=92)
     return base
+
+
+def saved_predictions(run_root: Path, model: str, dataset: str, split: str,
+                      labels: list[str], predicted: list[str], *, paths: list[str] | None = None,
+                      eval_dataset: str | None = None, seed: int = 0,
+                      confidence: float = 0.85) -> Path:
+    """A predictions file as a model chapter saves it, without a model: each image's
+    ``predicted`` class gets probability ``confidence``, the other classes share the rest
+    (for benchmark tests that need exact counts). Returns the file."""
+    import pandas as pd
+
+    from brainmri import CLASS_NAMES, LOGIT_COLUMNS, PROB_COLUMNS
+    from brainmri.core.runfolder import RunFolder, model_tag
+
+    probs = np.full((len(labels), len(CLASS_NAMES)), (1 - confidence) / (len(CLASS_NAMES) - 1))
+    probs[np.arange(len(labels)), [CLASS_NAMES.index(c) for c in predicted]] = confidence
+    frame = pd.DataFrame({"model": model, "dataset": dataset, "split": split,
+                          "eval_dataset": eval_dataset or dataset, "seed": seed,
+                          "path": paths or [f"{split}/{i}.jpg" for i in range(len(labels))],
+                          "label": labels, "prediction": predicted})
+    frame[PROB_COLUMNS] = probs
+    frame[LOGIT_COLUMNS] = np.log(probs)
+    target = RunFolder(run_root).predictions(model_tag(model, dataset), split)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(target, index=False)
+    return target

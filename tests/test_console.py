@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from brainmri.core import paths
-from brainmri.report import book
+from brainmri.report.show import book
 from synthetic import make_dataset
 
 NOISE = ("IPKernelApp", "absl", "DeprecationWarning", "Running Sphinx")
@@ -19,12 +19,15 @@ def test_a_step_prints_one_line_and_logs_the_kernel_notices(tmp_path):
     data = tmp_path / "data"
     for i, name in enumerate(("sartaj", "nickparvar", "br35h")):
         make_dataset(data, name, {"Training": 4, "Testing": 3}, size=32, seed=i)
-    env = {**os.environ, "BRAIN_MRI_DATA": str(data), "BRAIN_MRI_CACHE": str(tmp_path / "c")}
+    # Relative, as a user types it: it means "from where I ran the command", not from
+    # notebooks/ where the kernels run.
+    env = {**os.environ, "BRAIN_MRI_DATA": "data", "BRAIN_MRI_CACHE": str(tmp_path / "c"),
+           "PYTHONPATH": str(paths.project_root() / "lib")}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the runner sets it, not the caller
     proc = subprocess.run([sys.executable, "-m", "brainmri", "run", "--profile", "quick",
                            "--only", "01_data_exploration", "--run", "console",
                            "--results-dir", str(tmp_path / "results")],
-                          env=env, capture_output=True, text=True)
+                          env=env, capture_output=True, text=True, cwd=tmp_path)
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console
     for noise in NOISE:
@@ -63,12 +66,35 @@ def test_the_book_build_prints_its_location_and_warnings_only(tmp_path, monkeypa
     assert all(line in log for line in chatter)
 
 
+def test_a_build_never_reads_the_previous_builds_glue_cache(tmp_path, monkeypatch):
+    """A chapter of this run that lacks a key must fail the build, not show the value a
+    previous run's build left in myst-nb's glue cache."""
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"root": "index", "parts": []}))
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump({"title": "t"}))
+    (tmp_path / "results" / "reference" / "notebooks").mkdir(parents=True)
+    stale = tmp_path / "_build" / "jupyter_execute" / "book" / "notebooks" / "09.glue.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"br35h_range": {"data": {"text/plain": "from another run"}}}')
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(book, "stage_mathjax", lambda root=None: None)
+    seen = {}
+
+    def fake_build(cmd, **kwargs):
+        seen["stale cache"] = stale.exists()
+        (tmp_path / "_build" / "html").mkdir(parents=True)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(book.subprocess, "run", fake_build)
+    book.build("reference", tmp_path / "results", strict=False)
+    assert seen == {"stale cache": False}
+
+
 def test_book_pages_leave_out_stderr_streams(tmp_path):
     """TensorFlow's C++ log lines and library warnings printed in a cell stay in the run's
     notebook, not on the book's page; stdout and displayed results stay."""
     import nbformat
 
-    from brainmri.report.book import stage_notebook
+    from brainmri.report.show.book import stage_notebook
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("print('x')")
@@ -82,3 +108,40 @@ def test_book_pages_leave_out_stderr_streams(tmp_path):
     shown = nbformat.read(tmp_path / "book.ipynb", 4).cells[1].outputs
     assert [o.get("name", o["output_type"]) for o in shown] == ["stdout", "execute_result"]
     assert len(nbformat.read(tmp_path / "run.ipynb", 4).cells[1].outputs) == 3  # untouched
+
+
+def test_a_page_takes_its_title_from_the_table_of_contents(tmp_path):
+    """One source notebook run on two datasets (08b) gives two pages; each shows the
+    title the table of contents gives it, not the notebook's shared heading."""
+    import nbformat
+
+    from brainmri.report.show.book import stage_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("Intro.\n\n# The compact CNN\n\nText."),
+                nbformat.v4.new_markdown_cell("# Later heading")]
+    nbformat.write(nb, tmp_path / "run.ipynb")
+    stage_notebook(tmp_path / "run.ipynb", tmp_path / "a.ipynb", "Compact CNN on Nickparvar")
+    stage_notebook(tmp_path / "run.ipynb", tmp_path / "b.ipynb")
+    staged = nbformat.read(tmp_path / "a.ipynb", 4).cells
+    assert staged[0].source == "Intro.\n\n# Compact CNN on Nickparvar\n\nText."
+    assert staged[1].source == "# Later heading"
+    assert nbformat.read(tmp_path / "b.ipynb", 4).cells[0].source.startswith("Intro.\n\n# The")
+
+
+def test_a_weights_download_is_not_announced_in_the_chapter(capsys):
+    """Keras prints "Downloading data from URL" on stdout when it fetches weights: the
+    backbone builder keeps it out of the chapter's output (and restores Keras' logging)."""
+    import keras
+
+    from brainmri.modeling import builders
+
+    def constructor(**kwargs):  # prints as keras.utils.get_file does before downloading
+        from keras.src.utils import io_utils
+
+        io_utils.print_msg("Downloading data from https://example.invalid/w.h5")
+        return "model"
+
+    assert builders._backbone(constructor, "inception_v3", "none") == "model"
+    assert "Downloading" not in capsys.readouterr().out
+    assert keras.config.is_interactive_logging_enabled()

@@ -2,7 +2,8 @@
 
 - imports point one way, from later stages to earlier ones;
 - every parameter default lives in params/base.yaml only: no notebook assigns a parameter
-  a value, and no library signature repeats a default that base.yaml gives.
+  a value, and no library signature, module constant, command-line option or notebook
+  call repeats a value that base.yaml gives a parameter of the same or a related name.
 """
 
 import ast
@@ -16,7 +17,7 @@ import pytest
 
 import brainmri
 from brainmri.core import paths
-from brainmri.report import profiles
+from brainmri.report.series import profiles
 
 STAGES = {"core": 0, "data": 1, "modeling": 2, "evaluation": 3, "report": 4, "cli": 5,
           "__main__": 5}
@@ -97,6 +98,48 @@ def _library_callables():
                     yield f"{info.name}.{name}", obj
 
 
+def _words(name: str) -> set[str]:
+    return {w for w in name.lower().strip("-").replace("-", "_").split("_") if w}
+
+
+def _related(name: str, parameter: str) -> bool:
+    """``name`` is ``parameter``, or names a part of it: each of its words of three
+    letters or more is a word of the parameter (``n_bins`` and ``ece_bins``, ``steps``
+    and ``ig_steps``, ``FALSE_ALARM_RATE`` and ``ood_false_alarm_rate``)."""
+    if name.lower() == parameter:
+        return True
+    words = {w for w in _words(name) if len(w) >= 3}
+    return bool(words) and words <= _words(parameter)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _repeats(name: str, value, values: dict[str, list]) -> str | None:
+    """The base.yaml parameter whose value ``value`` (under ``name``) writes a second
+    time, if any. A number counts under a related name; text and flags (True/False)
+    only under the same name, since a model's or a file's own name and every on/off
+    switch share values with some parameter by nature."""
+    if value is None or isinstance(value, (list, tuple, dict, set)):
+        return None
+    for parameter, given in values.items():
+        if _number(value):
+            if _related(name, parameter) and any(_number(v) and v == value for v in given):
+                return parameter
+        elif name.lower().strip("-").replace("-", "_") == parameter and any(
+                type(v) is type(value) and v == value for v in given):
+            return parameter
+    return None
+
+
+#: Defaults the value rule matches that are not a parameter's default, and why.
+NOT_A_PARAMETER = {
+    "brainmri.data.nonmri.synthetic(size)": "the side of the synthetic non-MRI pictures "
+                                            "the OOD checks are measured on, not a model input",
+}
+
+
 def test_no_library_signature_repeats_a_default_of_base_yaml():
     values = _base_values()
     repeated = []
@@ -106,11 +149,71 @@ def test_no_library_signature_repeats_a_default_of_base_yaml():
         except (TypeError, ValueError):
             continue
         for name, param in signature.parameters.items():
-            if name not in values or param.default is inspect.Parameter.empty:
+            if param.default is inspect.Parameter.empty:
                 continue
-            if param.default is not None and param.default in values[name]:
-                repeated.append(f"{where}({name}={param.default!r})")
+            if f"{where}({name})" in NOT_A_PARAMETER:
+                continue
+            if parameter := _repeats(name, param.default, values):
+                repeated.append(f"{where}({name}={param.default!r}): base.yaml's {parameter}")
     assert not repeated, "defaults written a second time:\n" + "\n".join(repeated)
+
+
+def test_no_module_constant_repeats_a_value_of_base_yaml():
+    """A named constant (UPPER_CASE) is a default in disguise when base.yaml gives a
+    parameter of that name the same value (``ood.FALSE_ALARM_RATE = 0.01`` beside
+    ``ood_false_alarm_rate: 0.01``)."""
+    values = _base_values()
+    repeated = []
+    for info in pkgutil.walk_packages([str(LIB)], prefix="brainmri."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if name.isupper() and (parameter := _repeats(name, value, values)):
+                repeated.append(f"{info.name}.{name} = {value!r}: base.yaml's {parameter}")
+    assert not repeated, "values written a second time:\n" + "\n".join(repeated)
+
+
+def _option_defaults(source: str):
+    """(option, default) of every ``add_argument("--option", default=<literal>)``."""
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument" and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).startswith("--")):
+            for keyword in node.keywords:
+                if keyword.arg == "default" and isinstance(keyword.value, ast.Constant):
+                    yield node.args[0].value, keyword.value.value
+
+
+def test_no_command_line_option_repeats_a_default_of_base_yaml():
+    """``brainmri predict --batch-size`` and the like read their default from base.yaml
+    (or from the model's sidecar) instead of writing it again."""
+    values = _base_values()
+    repeated = [f"{path.relative_to(LIB)}: {option} default={default!r}: base.yaml's {p}"
+                for path in sorted(LIB.rglob("*.py"))
+                for option, default in _option_defaults(path.read_text())
+                if (p := _repeats(option, default, values))]
+    assert not repeated, "\n".join(repeated)
+
+
+def test_design_rules_catch_the_leaks_they_were_written_for():
+    """The value rules on examples of the leaks issue 20 closed."""
+    values = {"ece_bins": [15], "ig_steps": [80], "mask_threshold": [0.1],
+              "target_sensitivity": [0.99], "ood_false_alarm_rate": [0.01],
+              "batch_size": [32, 16], "balance": [False], "n_examples": [4]}
+    assert _repeats("n_bins", 15, values) == "ece_bins"
+    assert _repeats("steps", 80, values) == "ig_steps"
+    assert _repeats("threshold", 0.1, values) == "mask_threshold"
+    assert _repeats("target", 0.99, values) == "target_sensitivity"
+    assert _repeats("FALSE_ALARM_RATE", 0.01, values) == "ood_false_alarm_rate"
+    assert _repeats("--batch-size", 32, values) == "batch_size"
+    assert _repeats("n_bins", 10, values) is None  # another value: not the same default
+    assert _repeats("augment_balance", False, values) is None  # flags: same name only
+    assert _repeats("balance", False, values) == "balance"
+    assert _repeats("n", 4, values) is None  # words under three letters say nothing
+    assert list(_option_defaults('p.add_argument("--batch-size", type=int, default=32)')) \
+        == [("--batch-size", 32)]
 
 
 def test_notebooks_declare_names_and_assign_no_parameter_a_value():
@@ -130,6 +233,30 @@ def test_notebooks_declare_names_and_assign_no_parameter_a_value():
                     for t in node.targets:
                         if isinstance(t, ast.Name) and t.id in names:
                             pytest.fail(f"{path.name} assigns the parameter {t.id!r}")
+
+
+def test_notebook_calls_pass_parameters_not_their_values():
+    """A chapter passes ``p.batch_size``, never ``batch_size=16``: a literal keyword
+    argument equal to one of the chapter's base.yaml values under a related name (see
+    ``_repeats``) is a default written a second time. The parameters cell itself holds
+    placeholders only (``params = {}``, ``run_dir = None``: the test above)."""
+    base = profiles.load_profile("base")
+    repeated = []
+    for path in sorted(paths.notebooks_dir().glob("*.ipynb")):
+        if path.stem not in base.chapters:
+            continue
+        values = {name: [value] for name, value in base.declared(path.stem).items()}
+        for c in nbformat.read(path, 4).cells:
+            if c.cell_type != "code":
+                continue
+            for node in ast.walk(ast.parse(c.source)):
+                for keyword in getattr(node, "keywords", []) if isinstance(node, ast.Call) \
+                        else []:
+                    if keyword.arg and isinstance(keyword.value, ast.Constant) and (
+                            parameter := _repeats(keyword.arg, keyword.value.value, values)):
+                        repeated.append(f"{path.name}: {keyword.arg}="
+                                        f"{keyword.value.value!r} is {parameter}'s value")
+    assert not repeated, "\n".join(repeated)
 
 
 def test_every_parameter_has_a_type_and_a_range_or_choices():
@@ -164,3 +291,25 @@ def test_model_name_choices_are_the_builders():
 
     base = profiles.load_profile("base")
     assert set(base.rule("model_name").choices) == set(builders.BUILDERS)
+
+
+def test_dataset_choices_and_display_names_come_from_the_registries():
+    """Dataset and model names are listed once (data.sources, modeling.builders); the
+    rules of base.yaml, which YAML cannot import, are checked against them."""
+    from brainmri.data import sources
+    from brainmri.evaluation import published
+    from brainmri.modeling import builders
+
+    base = profiles.load_profile("base")
+    home = set(sources.HOME_DATASETS)
+    assert set(base.rule("dataset").choices) == home
+    assert set(base.rule("extra_training").choices) == home
+    assert set(base.rule("external_dataset").choices) == home | {"auto"}
+    assert set(base.rule("datasets").choices) == set(sources.DATASETS)
+    assert set(base.rule("drop_source").choices) <= set(sources.DATASETS)
+    assert {n for n in base.rule("external_binary").choices
+            if n is not None} <= set(sources.DATASETS) - home
+    assert set(sources.DISPLAY) == set(sources.DATASETS)
+    assert set(builders.DISPLAY) == set(builders.BUILDERS)
+    assert set(published.REPORT_000) | set(published.REPORT_001) <= set(published.DISPLAY)
+    assert {published.REPORT_000_DATASET, published.REPORT_001_DATASET} == home

@@ -1,5 +1,5 @@
 """Chapter 10: which models it explains (every chapter model, no study model, no silent
-gap), the shared MuFidelity, the generated findings and the per-class Grad-CAM figure."""
+gap), the shared MuFidelity, the generated findings and the figure of each model's maps."""
 
 import json
 import shutil
@@ -20,7 +20,8 @@ from brainmri.evaluation import explain  # noqa: E402
 #: Tiny settings: seconds per model on the 32 px synthetic compact CNN.
 TINY = {"per_class": 1, "faithfulness_samples": 6, "ig_steps": 4, "smoothgrad_samples": 4,
         "scored_ig_steps": 2, "scored_smoothgrad_samples": 2, "deletion_steps": 3,
-        "mufidelity_samples": 8, "sanity_samples": 3, "mask_threshold": 0.1, "seed": 0}
+        "mufidelity_samples": 8, "sanity_samples": 3, "mask_threshold": 0.1,
+        "randomisation_flag": 0.5, "seed": 0}
 
 CHAPTER_TAGS = ["compact_cnn+crop-union-bn-sartaj", "compact_cnn-sartaj"]
 STUDY_TAGS = ["compact_cnn+ablation-crop-sartaj", "relu_cnn+ablation-grayscale-6ep-seed7-sartaj",
@@ -109,8 +110,7 @@ def test_every_saved_chapter_model_is_explained_and_scored(study_run):
         assert all(m.shape[0] == len(e.examples) for m in e.maps.values())
     timing = explain.timing_table(explained)
     assert list(timing.index) == sorted(CHAPTER_TAGS) and "mufidelity" in timing.columns
-    text = explain.findings(xai)
-    assert all(tag in text for tag in CHAPTER_TAGS) and "nan" not in text
+    assert set(explain.ranking(xai).index) == set(CHAPTER_TAGS)
 
 
 def _linear_model(weights: np.ndarray):
@@ -181,33 +181,26 @@ def _table(changes: dict | None = None) -> pd.DataFrame:
     return table
 
 
-def test_findings_are_read_from_the_table():
-    text = explain.findings(_table())
-    assert "Scored on 64 test images per model, for 2 model(s)" in text
+def test_most_faithful_explainer_is_read_from_the_table():
+    """Chapter 10's table: per model and metric, the winner and its score."""
+    from brainmri.report.studies import summary
+
+    best = summary.most_faithful(_table())
     # insertion grows with the explainer's index: GradCAM wins; deletion: GuidedBackprop
-    assert "| relu_cnn-sartaj | GradCAM (0.600) | GuidedBackprop (0.200) | GradCAM (0.300) |" \
-        in text
-    assert "By insertion, GradCAM is the most faithful for 2 of 2 model(s)" in text
-    assert "Insertion and deletion name the same explainer for 0 of 2 model(s)." in text
-    assert "no explainer is flagged" in text and "between 0.00 and 0.30" in text
-    assert "90% to 90% of their mass" in text and "denser than chance for 8 of 8" in text
-    # Grad-CAM (0.09 of the mass on 0.07 of the area) in both models
-    assert "2 of 8 maps are denser on the outline band" in text
-    assert "GradCAM on relu_cnn-sartaj (1.29 times" in text
-
-    flagged = explain.findings(_table({
-        ("compact_cnn-sartaj", "GuidedBackprop", "randomisation_similarity"): 0.8,
-        ("compact_cnn-sartaj", "GuidedBackprop", "flag_insensitive_to_weights"): True,
-        ("relu_cnn-sartaj", "SmoothGrad", "insertion"): 0.95}))
-    assert "1 of 8 model-explainer pairs are flagged" in flagged
-    assert "GuidedBackprop on compact_cnn-sartaj (0.80)" in flagged
-    assert "| relu_cnn-sartaj | SmoothGrad (0.950) |" in flagged
-    assert "GradCAM and SmoothGrad are each the most faithful for 1 of 2" in flagged
-    assert explain.findings(explain.scores_table([])).startswith("No model was explained")
+    assert best.loc["relu_cnn-sartaj"].tolist() == [
+        "Grad-CAM (0.600)", "Guided Backprop (0.200)", "Grad-CAM (0.300)"]
+    changed = summary.most_faithful(_table({("relu_cnn-sartaj", "SmoothGrad", "insertion"): 0.95}))
+    assert changed.loc["relu_cnn-sartaj", "insertion"] == "SmoothGrad (0.950)"
+    assert list(summary.most_faithful(_table(), {"compact_cnn-sartaj"}).index) == [
+        "relu_cnn-sartaj"]
 
 
-def test_gradcam_by_class_shows_each_class_correct_and_misclassified():
-    from brainmri.report import figures
+def test_explained_model_is_one_grid_with_grad_cam_over_the_image():
+    """One figure per model: a row per picked image (labelled by its true class, and the
+    prediction when wrong), a column per explainer; Grad-CAM is drawn over the image."""
+    import matplotlib.pyplot as plt
+
+    from brainmri.report.show import figures
 
     rng = np.random.default_rng(0)
     labels = list(CLASS_NAMES) + ["glioma", "pituitary"]
@@ -217,18 +210,13 @@ def test_gradcam_by_class_shows_each_class_correct_and_misclassified():
     raw = rng.integers(0, 255, (6, 16, 16, 1)).astype(np.uint8)
     maps = {name: rng.normal(size=(6, 16, 16)) for name in explain.EXPLAINERS}
     e = explain.ModelExplanation("tiny-sartaj", examples, raw, maps, pd.DataFrame())
-    figs = figures.explained_model(e)
-    assert len(figs) == 2
-    fig = figs[1]
-    axes = fig.axes
-    assert len(axes) == 8  # 2 outcomes x 4 classes
-    titles = [ax.get_title() for ax in axes]
-    assert titles[:4] == [f"true {c}" for c in CLASS_NAMES]
-    assert titles[4] == "true glioma\npred meningioma"
-    assert titles[7] == "true pituitary\npred no_tumor"
-    empty = [ax for ax in axes if not ax.images]
-    assert len(empty) == 2 and all("no misclassified" in ax.texts[0].get_text() for ax in empty)
-    assert all(len(ax.images) == 2 for ax in axes if ax.images)  # image + Grad-CAM overlay
-    import matplotlib.pyplot as plt
-
+    fig = figures.explained_model(e)
+    assert isinstance(fig, plt.Figure)
+    axes = np.array(fig.axes).reshape(6, 1 + len(explain.EXPLAINERS))
+    assert [ax.get_ylabel() for ax in axes[:, 0]][:4] == [f"true {c}" for c in CLASS_NAMES]
+    assert axes[4, 0].get_ylabel() == "true glioma\npred meningioma"
+    assert [ax.get_title() for ax in axes[0]][0] == "image"
+    gradcam = list(explain.EXPLAINERS).index("GradCAM") + 1
+    assert all(len(ax.images) == 2 for ax in axes[:, gradcam])  # image + Grad-CAM overlay
+    assert all(len(ax.images) == 1 for row in axes for ax in np.delete(row, gradcam))
     plt.close("all")

@@ -12,7 +12,7 @@ from brainmri.data import sources as datasets
 from brainmri.data.pixels import PixelSpec, crop_to_head
 from brainmri.evaluation import benchmark, shortcuts
 from brainmri.modeling import recalibrate
-from brainmri.report import tables
+from brainmri.report.show import blocks, tables
 from synthetic import make_dataset
 
 SCORING = {"target_sensitivity": 0.99, "n_bootstrap": 200, "seed": 0, "ece_bins": 15}
@@ -78,8 +78,6 @@ def test_external_rows_score_only_tumour_images_without_a_training_copy(trained_
     assert row["tumour_specificity"] == pytest.approx(
         rows.loc[row["specificity_on"], "tumour_specificity"])
     # the README and model-card tables show the row, blank where a figure does not apply
-    headline = tables.headline_table(rows.reset_index())
-    assert headline.splitlines()[2].endswith(f"| {100 * row['tumour_sensitivity']:.1f} |")
     for rendered in (tables.table(rows.reset_index()), tables.card_table(rows.reset_index())):
         line = next(x for x in rendered.splitlines() if "external_br35h" in x)
         assert "nan" not in line and f"{100 * row['tumour_sensitivity']:.1f}" in line
@@ -157,6 +155,11 @@ def test_image_statistics_expose_a_framing_shortcut():
     assert check["accuracy"] > 0.95 and check["majority_baseline"] == 0.5
     assert check["confusion"].to_numpy().sum() == 80
     assert set(shortcuts.transfer(stats, source, stats.iloc[:5], seed=0)) == {"a"}
+    # a collection whose every image has a copy in training leaves nothing to ask
+    labels = pd.Series(["glioma"] * 40 + ["no_tumor"] * 40)
+    _, shortcut = shortcuts.shortcut_check(stats, labels, stats.iloc[:0], "Br35H", seed=0)
+    assert shortcut["Br35H new tumour images"] == 0
+    assert np.isnan(shortcut["Br35H new tumour images called no_tumor"])
 
 
 def test_batchnorm_reestimate_gives_the_exact_average_and_keeps_momentum():
@@ -205,13 +208,82 @@ def test_model_card_ablation_block_is_generated_from_the_run(tmp_path):
         "dedup test accuracy": [0.845, 0.918], "external sensitivity": [0.206, 0.398],
         "external CI low": [0.18, 0.36], "external CI high": [0.235, 0.43],
         "external n": [756, 756]})
-    card = tmp_path / "card.md"
-    card.write_text("# card\n<!-- ablation:start -->\nold\n<!-- ablation:end -->\nrest\n")
-    tables._replace_block(card, "ablation", tables.ablation_table(ablation), "ablation.csv",
-                          "demo")
-    text = card.read_text()
+    card = "# card\n<!-- ablation:start -->\nold\n<!-- ablation:end -->\nrest\n"
+    text = blocks.render_block(card, "ablation", tables.ablation_table(ablation),
+                               "results/demo/ablation.csv", "demo")
     assert "old" not in text and text.endswith("rest\n") and "results/demo/ablation.csv" in text
     assert "| compact_cnn+ablation-baseline+bn | 93.1 | 93.2 | 100.0 | 91.8 | 39.8 (36.0-43.0) " \
            "| 756 |" in text
     with pytest.raises(Exception, match="no <!-- results:start -->"):
-        tables._replace_block(card, "results", "x", "metrics.csv", "demo")
+        blocks.render_block(text, "results", "x", "metrics.csv", "demo")
+
+
+def _union_run(root, extra_training="sartaj", record="sidecar", audit_sartaj=True):
+    """A Nickparvar model whose recipe may add Sartaj's training images, with its
+    predictions on Sartaj's test set: s0 is shared by the two datasets, s1 has a copy in
+    Sartaj's Training folder only (what the addition brings), s2-s5 are new."""
+    import json
+
+    import yaml
+
+    from brainmri import CLASS_NAMES
+    from synthetic import saved_predictions
+
+    run = RunFolder(root)
+    four = list(CLASS_NAMES) * 2
+    model = "compact_cnn+union" if extra_training else "compact_cnn"
+    for split in ("val", "test"):
+        saved_predictions(root, model, "nickparvar", split, four, four)
+    sartaj = [f"Testing/s{i}.jpg" for i in range(6)]
+    saved_predictions(root, model, "nickparvar", "external", four[:6], four[:6],
+                      paths=sartaj, eval_dataset="sartaj")
+    run.overlap("nickparvar", "sartaj").parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"nickparvar_path": ["Training/n9.jpg"], "sartaj_path": [sartaj[0]],
+                  "nickparvar_split": ["train"], "sartaj_split": ["test"]}
+                 ).to_csv(run.overlap("nickparvar", "sartaj"), index=False)
+    pd.DataFrame({"test_path": ["test/0.jpg"]}).to_csv(run.test_with_copy("nickparvar"),
+                                                           index=False)
+    if audit_sartaj:
+        pd.DataFrame({"test_path": [sartaj[1]]}).to_csv(run.test_with_copy("sartaj"),
+                                                        index=False)
+    recipe = {"model_name": "compact_cnn", "dataset": "nickparvar",
+              "variant": "union" if extra_training else None, "extra_training": extra_training}
+    if record == "sidecar":
+        folder = run.model_dir(f"{model}-nickparvar")
+        folder.mkdir(parents=True)
+        (folder / "model.json").write_text(json.dumps({"model": "compact_cnn",
+                                                       "training": recipe}))
+    elif record == "params":
+        run.params.write_text(yaml.safe_dump({"steps": {"08b_compact_cnn-nickparvar": recipe}}))
+    return run
+
+
+@pytest.mark.parametrize("record", ["sidecar", "params"])
+def test_external_row_leaves_out_copies_in_what_the_recipe_added(tmp_path, record):
+    rows = benchmark.benchmark(_union_run(tmp_path, record=record), **SCORING
+                               ).set_index("eval_set")
+    row = rows.loc["external"]
+    assert row["n"] == 4  # s0 (shared) and s1 (in Sartaj's Training folder) left out
+    assert (row["excluded_copies"], row["excluded_recipe_copies"]) == (2, 1)
+    assert (row["trained_on"], row["recipe_record"]) == ("nickparvar+sartaj", record)
+    assert tuple(rows.loc["test_dedup", ["excluded_copies", "excluded_recipe_copies"]]) == (1, 0)
+
+
+def test_external_row_keeps_images_the_model_never_trained_on(tmp_path):
+    row = benchmark.benchmark(_union_run(tmp_path, extra_training=None), **SCORING
+                              ).set_index("eval_set").loc["external"]
+    assert row["n"] == 5  # s1's copy lies in Sartaj's Training folder, not seen
+    assert (row["excluded_copies"], row["excluded_recipe_copies"]) == (1, 0)
+    assert row["trained_on"] == "nickparvar"
+
+
+def test_external_row_without_a_record_or_an_audit(tmp_path):
+    # no record of the recipe: it may have added any collection, so s1 is left out too
+    row = benchmark.benchmark(_union_run(tmp_path / "a", record=None), **SCORING
+                              ).set_index("eval_set").loc["external"]
+    assert (row["n"], row["recipe_record"], row["trained_on"]) == (
+        4, "unknown", "nickparvar+sartaj")
+    # the audit of Sartaj's own copies is missing: the row is not scored at all
+    sets = benchmark.benchmark(_union_run(tmp_path / "b", audit_sartaj=False), **SCORING
+                               )["eval_set"]
+    assert "external" not in set(sets) and "test" in set(sets)

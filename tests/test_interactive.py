@@ -142,7 +142,7 @@ def test_brainmri_html_says_what_to_do_without_executed_notebooks(tmp_path):
 def _smallest_label_pt_in_book(fig) -> float:
     """Smallest tick or legend label, in points, once the book shrinks the figure (drawn
     at its dpi, cropped tight as Jupyter does) to its text column."""
-    from brainmri.report import figures
+    from brainmri.report.show import figures
 
     fig.canvas.draw()
     width_px = fig.get_tightbbox(fig.canvas.get_renderer()).width * fig.dpi
@@ -161,7 +161,7 @@ def test_chart_labels_stay_readable_in_the_book():
     import matplotlib.pyplot as plt
 
     from brainmri.evaluation.metrics import roc_curves
-    from brainmri.report import figures
+    from brainmri.report.show import figures
 
     matplotlib.use("Agg")
     figures.set_style()
@@ -227,7 +227,7 @@ def test_explain_file_matches_predict_and_draws_grad_cam(trained_run, tmp_path):
     from PIL import Image
 
     from brainmri.modeling import inference, saved
-    from brainmri.report import tryout
+    from brainmri.report.interactive import tryout
 
     matplotlib.use("Agg")
     _, model_dir, _ = trained_run
@@ -262,7 +262,7 @@ def test_explain_file_matches_predict_and_draws_grad_cam(trained_run, tmp_path):
 
 
 def test_example_file_is_looked_for_in_nickparvar_and_missing_says_so_in_one_line(tmp_path):
-    from brainmri.report import tryout
+    from brainmri.report.interactive import tryout
     from synthetic import make_dataset
 
     make_dataset(tmp_path / "data", "nickparvar", {"Training": 1, "Testing": 1}, size=16)
@@ -281,7 +281,7 @@ def test_try_the_model_notebook_runs_headless_with_a_given_model_and_image(train
                                                                            tmp_path):
     """Chapter 11 as the series runs it: its parameters injected in place of the
     ``parameters`` cell (as papermill does), a tiny model and a synthetic image."""
-    from brainmri.report import tryout
+    from brainmri.report.interactive import tryout
 
     _, model_dir, _ = trained_run
     image = _glioma_png(tmp_path)

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from brainmri.core.runfolder import RunFolder
 from brainmri.data import duplicates as leakage
-from brainmri.report.profiles import chapter_defaults
+from brainmri.report.series.profiles import chapter_defaults
 
 #: The rule chapter 01b applies (params/base.yaml).
 RULE = {k: chapter_defaults("01b_leakage_audit")[k] for k in ("max_distance", "min_correlation")}

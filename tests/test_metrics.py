@@ -141,3 +141,13 @@ def test_bootstrap_interval_brackets_the_estimate():
     assert high - low == pytest.approx(2 * 1.96 * np.sqrt(0.8 * 0.2 / 400), rel=0.25)
     again = metrics.bootstrap_ci(y, probs, metrics.accuracy, n_resamples=1000, seed=0)
     assert again == (point, low, high)
+
+
+def test_wilson_interval_on_few_cases():
+    low, high = metrics.wilson(19, 19)  # 1.000 on 19 images is not a certainty
+    assert low == pytest.approx(0.8318, abs=1e-4) and high == pytest.approx(1.0)
+    low, high = metrics.wilson(0, 19)
+    assert low == pytest.approx(0.0) and high == pytest.approx(1 - 0.8318, abs=1e-4)
+    low, high = metrics.wilson(7, 10)
+    assert (low, high) == (pytest.approx(0.3968, abs=1e-4), pytest.approx(0.8922, abs=1e-4))
+    assert all(np.isnan(metrics.wilson(0, 0)))

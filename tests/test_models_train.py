@@ -13,6 +13,7 @@ from brainmri.evaluation import predictions as evaluate
 from brainmri.modeling import builders as models
 from brainmri.modeling import devices, saved
 from brainmri.modeling import training as train
+from brainmri.report.series.profiles import chapter_defaults
 
 
 @pytest.mark.parametrize("name,shape,kwargs", [
@@ -107,7 +108,8 @@ def _quick_training(root, seed):
     inputs = ModelInputs(ds, PixelSpec(32, "grayscale", "area"), normalization="standardize",
                          batch_size=8, augment="basic", balance=True, seed=seed)
     model = models.build("relu_cnn", inputs.spec.shape)
-    train.fit(model, inputs, train.FitConfig(2, 1e-3, 5), root / f"out{seed}", verbose=0)
+    config = train.FitConfig.for_phase(chapter_defaults("05_relu_cnn"), 2, 1e-3)
+    train.fit(model, inputs, config, root / f"out{seed}", verbose=0)
     return evaluate.predict(model, inputs, "test")[1]
 
 
@@ -143,7 +145,8 @@ def test_saved_model_reloads_safely_with_its_metadata(trained_run):
 def test_experiment_trains_in_two_phases_for_transfer_models(synthetic_root, tmp_path):
     """The one experiment call: a transfer model's head phase, then fine-tuning from
     ``unfreeze_from``, with the history continued across phases and every file saved."""
-    from brainmri.report import experiment, notebook
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment
 
     p = notebook.setup("08_convnext_tiny", {
         "data_dir": str(synthetic_root), "image_size": 32, "weights": "none",
@@ -183,14 +186,16 @@ def test_training_stores_the_validation_ood_threshold_in_the_sidecar(trained_run
     entry = json.loads((model_dir / "model.json").read_text())["ood"]
     assert ood.check_entry(entry) is None
     val = pd.read_csv(RunFolder(run_dir).predictions("compact_cnn-sartaj", "val"))
-    assert entry == ood.from_predictions(val)
+    rate = chapter_defaults("08b_compact_cnn")["ood_false_alarm_rate"]
+    assert entry == ood.from_predictions(val, rate)
 
 
 def test_continued_training_is_the_shorter_model_trained_on(synthetic_root, tmp_path):
     """A claim "6 vs 16 epochs" trains once: the longer model keeps the shorter one's
     optimizer and history, and both are saved and scored under their own names; with
     ``restore_best`` off the shorter model ends on its last epoch."""
-    from brainmri.report import experiment, notebook
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment
 
     p = notebook.setup("05_relu_cnn", {
         "data_dir": str(synthetic_root), "image_size": 32, "epochs": 2, "batch_size": 16,
@@ -223,8 +228,8 @@ def test_seed_spread_sets_the_spread_over_seeds_beside_the_bootstrap_width():
     assert row["bootstrap CI width"] == pytest.approx((0.1 + 0.2 + 0.1) / 3)
 
 
-def test_claims_findings_word_the_comparison_from_the_numbers():
-    from brainmri.report import claims
+def test_claims_grid_sits_beside_the_reports_figures():
+    from brainmri.report.studies import claims
 
     rows = [("grayscale, 6 epochs", "grayscale", 6, 42, 0.60, 0.55, 0.65),
             ("grayscale, 16 epochs", "grayscale", 16, 42, 0.70, 0.65, 0.75),
@@ -234,10 +239,6 @@ def test_claims_findings_word_the_comparison_from_the_numbers():
     table = pd.DataFrame(rows, columns=["setting", "color_mode", "epochs", "seed",
                                         "test accuracy", "test CI low", "test CI high"])
     table["val accuracy"] = table["test accuracy"]
-    text = claims.findings(table)
-    assert "grayscale 60.0% (55.0%-65.0%) then 70.0% (65.0%-75.0%)" in text
-    assert "rgb is 4.0 points below grayscale; the two intervals overlap" in text
-    assert "ranges from 50.0% to 60.0%" in text and "wider than" not in text.split("seeds")[0]
     versus = claims.versus_published(table)
     assert versus.loc["grayscale, 16 epochs", "report 000"] == 0.71
     assert versus.loc["grayscale, 6 epochs", "test accuracy"] == 0.60  # the run's seed
@@ -247,7 +248,8 @@ def test_calibration_table_uses_the_chapters_ece_bins(synthetic_root, tmp_path, 
     """A model chapter's calibration table bins by its own ``ece_bins`` (it used the
     function's default, so the parameter never reached chapters 04-08b)."""
     from brainmri.evaluation import metrics
-    from brainmri.report import experiment, notebook
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment
     from conftest import TINY_COMPACT
 
     p = notebook.setup("08b_compact_cnn", {**TINY_COMPACT, "epochs": 1, "ece_bins": 7,
@@ -261,3 +263,51 @@ def test_calibration_table_uses_the_chapters_ece_bins(synthetic_root, tmp_path, 
     assert seen and set(seen) == {7}
     assert table.loc["sartaj test", "ECE before"] == pytest.approx(
         ece(*evaluate.arrays(result.test)[:2], 7))
+
+
+def test_a_recipe_that_holds_out_a_collection_is_scored_on_all_of_it(synthetic_root,
+                                                                     tmp_path):
+    """``hold_out_source``: the model never sees the collection in training or validation,
+    and its predictions on every image of it (both folders) are saved as ``heldout``
+    instead of the other dataset's test set (issue 21, source-held-out validation)."""
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment
+
+    p = notebook.setup("08b_compact_cnn", {
+        "data_dir": str(synthetic_root), "dataset": "nickparvar", "image_size": 32,
+        "epochs": 1, "batch_size": 16, "widths": [4, 8, 8, 8], "external_binary": None,
+        "external_dataset": "auto", "hold_out_source": "sartaj"},
+        run_dir=str(tmp_path / "run"))
+    result = experiment.run(p)
+    assert set(result.predictions) == {"val", "test", "heldout"}
+    held = pd.read_csv(p.run.predictions("compact_cnn-nickparvar", "heldout"))
+    assert len(held) == 4 * (10 + 4) and set(held["eval_dataset"]) == {"sartaj"}
+    assert result.inputs.held_out["source"] == "sartaj"
+
+
+def test_a_study_resumed_after_a_stop_reuses_the_models_it_had_trained(synthetic_root,
+                                                                       tmp_path, monkeypatch):
+    """08c trains about thirty models in one step: run again after a stop, a model trained
+    with the same parameters by the same library is read back, not trained again, and
+    gives the same predictions; other parameters, or a plain chapter call, train anew."""
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment
+    from conftest import TINY_COMPACT
+
+    def params(**changes):
+        return notebook.setup("08b_compact_cnn", {
+            **TINY_COMPACT, "data_dir": str(synthetic_root), "epochs": 1,
+            "variant": "ablation-resumed", **changes}, run_dir=str(tmp_path / "run"))
+
+    first = experiment.run(params(), reuse=True)
+    test_file = first.p.run.predictions("compact_cnn+ablation-resumed-sartaj", "test")
+    before = pd.read_csv(test_file)
+    fits = []
+    monkeypatch.setattr(train, "fit", lambda *a, **k: fits.append(1) or train.load_history(a[3]))
+    again = experiment.run(params(), reuse=True)
+    assert fits == []
+    pd.testing.assert_frame_equal(pd.read_csv(test_file), before, check_exact=False, atol=1e-5)
+    assert list(again.history["epoch"]) == list(first.history["epoch"])
+    experiment.run(params(learning_rate=1e-3), reuse=True)  # other parameters
+    experiment.run(params())  # a chapter's call never reuses
+    assert fits == [1, 1]

@@ -9,7 +9,7 @@ import yaml
 
 from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError, ProfileError
-from brainmri.report import notebook, profiles, runner
+from brainmri.report.series import notebook, profiles, runner
 
 PARAMS_CELL = "params = {}\nrun_dir = None"
 
@@ -24,12 +24,12 @@ def _notebook(path, body_src):
     nbformat.write(nb, path)
 
 
-WRITE_FIRST = ("from brainmri.report import notebook\n"
+WRITE_FIRST = ("from brainmri.report.series import notebook\n"
                "p = notebook.setup('01_first', params, run_dir)\n"
                "import json\n"
                "(p.run.root / 'first.json').write_text(json.dumps({'size': p.size,"
                " 'dataset': p.dataset}))")
-SECOND = ("from brainmri.report import notebook\n"
+SECOND = ("from brainmri.report.series import notebook\n"
           "p = notebook.setup('02_second', params, run_dir)\n"
           "if p.fail:\n    raise ValueError('planted failure')\n"
           "(p.run.root / 'second.txt').write_text('ok')")
@@ -85,6 +85,10 @@ def test_parameters_flow_from_base_and_profile_to_the_notebook(project):
     assert len(hidden) == 2 and all("remove-cell" in c.metadata.tags for c in hidden)
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["profile"] == "test" and set(env["wall_time_s"]) == {"01_first", "02_second"}
+    assert len(env["invocations"]) == 1 and env["invocations"][0]["library"]
+    runner.run("test", results_root=root / "results")  # resumed: every step skipped
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert [i["library"] for i in env["invocations"]] == [env["invocations"][0]["library"]] * 2
     assert "keras" in env["packages"]
     recorded = yaml.safe_load((run_dir / "params.yaml").read_text())
     assert recorded["steps"]["01_first"]["size"] == 7
@@ -199,6 +203,72 @@ def test_failure_names_notebook_and_cell_then_resume(project, capsys):
     assert (run_dir / "second.txt").read_text() == "ok"
 
 
+def test_a_resumed_step_counts_the_time_of_its_stopped_attempts(project):
+    """A process killed outright records no time; the resumed step's seconds include the
+    killed attempt (until its last write) and any earlier ones, but only for the same
+    code and parameters."""
+    import os
+    import time
+
+    from brainmri.report.series import environment
+
+    root, _ = project
+    runner.run("test", results_root=root / "results")
+    run_dir = root / "results" / "test"
+    state = json.loads((run_dir / "state.json").read_text())
+    started = time.time() - 1000
+    # as a restart leaves it: "running", no seconds, an earlier stopped attempt of 5 s
+    state["02_second"].update(status="running", started=started, earlier_s=5.0, attempts=2)
+    state["02_second"].pop("seconds")
+    (run_dir / "state.json").write_text(json.dumps(state))
+    for trace in (run_dir / "notebooks" / "02_second.ipynb", run_dir / "logs" / "02_second.log"):
+        if trace.exists():
+            os.utime(trace, (started + 60, started + 60))
+    # training wrote a model's history later than the notebook was last saved; a file
+    # written after the stop (here: dated in the future) is not the stopped attempt's
+    history, later = (run_dir / "models" / "m" / "history.csv", run_dir / "models" / "x.csv")
+    history.parent.mkdir(parents=True)
+    for path, when in ((history, started + 80), (later, time.time() + 3600)):
+        path.write_text("epoch\n0\n")
+        os.utime(path, (when, when))
+    runner.run("test", results_root=root / "results")
+    entry = json.loads((run_dir / "state.json").read_text())["02_second"]
+    assert entry["status"] == "ok" and entry["attempts"] == 3
+    assert 85 <= entry["seconds"] < 85 + 120  # 5 + 80 + this attempt's own seconds
+    assert entry["cpu"] == environment.describe_cpu()
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["wall_time_s"]["02_second"] == entry["seconds"]
+
+    # stopped under other code or parameters (another key): its time is not this step's
+    state = json.loads((run_dir / "state.json").read_text())
+    state["02_second"].update(status="running", started=started, key="other")
+    (run_dir / "state.json").write_text(json.dumps(state))
+    runner.run("test", results_root=root / "results")
+    entry = json.loads((run_dir / "state.json").read_text())["02_second"]
+    assert entry["attempts"] == 1 and entry["seconds"] < 65
+
+
+def test_each_sitting_records_the_cpu_it_ran_on(project, tmp_path):
+    """A run resumed on another machine may not retrain bit for bit: each sitting says
+    which CPU and vector instruction sets it had."""
+    from brainmri.report.series import environment
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\n"
+                    "flags\t\t: fpu sse2 avx avx2 fma avx512f\n")
+    assert environment.describe_cpu(info) == "Test CPU 9000 (avx, avx2, fma, avx512f)"
+    info.write_text("processor\t: 0\nmodel name\t: Old CPU\nflags\t\t: fpu sse2\n")
+    assert environment.describe_cpu(info) == "Old CPU (no AVX)"
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # an ARM machine
+    assert "AVX" not in environment.describe_cpu(info)
+
+    root, _ = project
+    runner.run("test", results_root=root / "results")
+    runner.run("test", results_root=root / "results")
+    env = json.loads((root / "results" / "test" / "environment.json").read_text())
+    assert [s["cpu"] for s in env["invocations"]] == [environment.describe_cpu()] * 2
+
+
 def test_partial_runs_accumulate_provenance(project):
     """`--only` reruns its steps and keeps every other step's parameters, status and
     data fingerprints; each step records the library hash and revision it ran with."""
@@ -236,7 +306,7 @@ def test_unknown_profile_lists_available(project):
 def test_unavailable_weights_skip_the_step_and_the_series_goes_on(project, capsys):
     root, write_profile = project
     _notebook(root / "notebooks" / "02_second.ipynb",
-              "from brainmri.report import notebook\n"
+              "from brainmri.report.series import notebook\n"
               "p = notebook.setup('02_second', params, run_dir)\n"
               "from brainmri.core.errors import WeightsUnavailableError\n"
               "print('Downloading data from https://example.org/w.h5: 0 bytes')\n"
@@ -262,7 +332,7 @@ def test_unavailable_weights_skip_the_step_and_the_series_goes_on(project, capsy
 def test_project_errors_reach_the_failure_message(project):
     root, _ = project
     _notebook(root / "notebooks" / "02_second.ipynb",
-              "from brainmri.report import notebook\n"
+              "from brainmri.report.series import notebook\n"
               "p = notebook.setup('02_second', params, run_dir)\n"
               "from brainmri.core.errors import DatasetNotFoundError\n"
               "raise DatasetNotFoundError('Dataset missing. Set BRAIN_MRI_DATA')")
@@ -302,7 +372,8 @@ def test_project_profiles_resolve_for_every_step(name):
 def test_reference_profile_ships_the_nickparvar_compact_model():
     profile = profiles.load_profile("reference")
     steps = {s.name: profile.resolve(s, dataset="sartaj") for s in profile.steps}
-    assert steps["08b_compact_cnn-nickparvar"]["export_to"] == "models/brainmri_compact.keras"
+    # the path is written once in the library (core.paths) and once in reference.yaml
+    assert steps["08b_compact_cnn-nickparvar"]["export_to"] == paths.SHIPPED_MODEL.as_posix()
     assert steps["08b_compact_cnn-nickparvar"]["dataset"] == "nickparvar"  # --dataset lost
     assert steps["08b_compact_cnn"]["export_to"] is None
 
@@ -344,7 +415,8 @@ def _cli_run(tmp_path, *extra):
     ("model_name=../x", "model_name='../x': "),
     ("export_to=../outside.keras", "export_to='../outside.keras': "),
     ("export_to=models/x.h5", "a .keras file"),
-    ("repeat=../x", "repeat='../x': not a plain name"),
+    ("repeat=[../x]", "item '../x': not a plain name"),
+    ("repeat=[nope]", r"\['nope'\] not the name of a variant"),
     ("models=[../x]", "item '../x': not a plain name"),
     ("settings={learning_rate: .nan}", "learning_rate=nan: not a finite number"),
     ("variants=[{name: ../x}]", "not a plain name"),

@@ -340,7 +340,7 @@ def test_interrupted_series_step_is_marked_interrupted(tmp_path, monkeypatch, ca
     import yaml
 
     from brainmri.core import paths
-    from brainmri.report import runner
+    from brainmri.report.series import runner
     from test_pipeline import BASE, _notebook
 
     nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
@@ -444,7 +444,7 @@ def test_warning_column_flags_blank_tiny_and_stretched_images(tmp_path, trained_
 def test_ood_threshold_in_the_sidecar_flags_unusual_images(tmp_path, trained_run, capsys):
     run_dir, model_dir, _ = trained_run
     val = RunFolder(run_dir).predictions("compact_cnn-sartaj", "val")
-    entry = ood.from_predictions(val)
+    entry = ood.from_predictions(val, 0.01)
     model = _model_copy(tmp_path, trained_run, ood=entry)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -483,14 +483,14 @@ def test_ood_entry_from_saved_predictions_and_sidecar_update(tmp_path, trained_r
     run_dir, _, _ = trained_run
     path = RunFolder(run_dir).predictions("compact_cnn-sartaj", "val")
     frame = pd.read_csv(path)
-    entry = ood.from_predictions(path)
-    assert entry == ood.from_predictions(frame)
+    entry = ood.from_predictions(path, 0.01)
+    assert entry == ood.from_predictions(frame, 0.01)
     assert entry["score"] == "energy" and entry["false_alarm_rate"] == 0.01
     assert entry["n_val"] == len(frame) and np.isfinite(entry["threshold"])
     _, _, logits = predictions.arrays(frame)
     assert entry["threshold"] == ood.threshold(logits, 0.01)
     with pytest.raises(ValueError, match="no validation rows"):
-        ood.from_predictions(frame.assign(split="test"))
+        ood.from_predictions(frame.assign(split="test"), 0.01)
     model = _model_copy(tmp_path, trained_run)
     before = json.loads(model.with_name("model.json").read_text())
     saved.update_sidecar(model, "ood", entry)

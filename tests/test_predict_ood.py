@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 
 from brainmri import CLASS_NAMES, cli
+from brainmri.core import paths
 from brainmri.data import nonmri
 from brainmri.modeling import ood, saved
 from synthetic import mri_like
 
-SHIPPED_SIDECAR = Path(__file__).resolve().parents[1] / "models" / "brainmri_compact.json"
+SHIPPED_SIDECAR = paths.project_root() / paths.SHIPPED_MODEL.with_suffix(".json")
 NICKPARVAR_TEST = (Path(os.environ.get("BRAIN_MRI_DATA", "/nonexistent"))
                    / "brain-tumor-mri-dataset" / "Testing")
 
@@ -74,7 +75,13 @@ def test_shipped_sidecar_records_its_calibration_and_measured_rates():
     checks = entry["checks"]
     assert set(checks["image"]) == set(ood.IMAGE_CHECKS) and checks["n_val"] == 1140
     assert checks["val_flagged"] <= math.floor(checks["false_alarm_rate"] * checks["n_val"])
-    assert checks["embedding"]["n_fit"] == 4568
+    # Nickparvar's 4,568 training images and the 2,297 of Sartaj the recipe added
+    assert checks["embedding"]["n_fit"] == 4568 + 2297
+    collection = checks["collection"]
+    assert collection["measured"]["limit_from"] == {"dataset": "nickparvar", "images": 655}
+    home_batches = collection["measured"]["home_test_batches"]
+    assert home_batches["nickparvar"]["share"] <= 0.05  # the issue's false-alarm target
+    assert collection["measured"]["external"]["batches"]["share"] >= 0.95
     measured = checks["measured"]
     home, other = measured["home_test"], measured["non_mri"]
     assert measured["dataset"] == "nickparvar" and home["n"] == 1311
@@ -117,8 +124,15 @@ def calibrated(trained_run):
     model, meta = saved.load_for_prediction(trained_run[1])
     fit, labels = _scans(48, seed=10)
     val, _ = _scans(40, seed=11)
-    return ood.calibrate(model, meta, fit, labels, val, false_alarm_rate=0.05,
-                         batch_size=16, workers=2)
+    entry = ood.calibrate(model, meta, fit, labels, val, false_alarm_rate=0.05,
+                          batch_size=16, workers=2)
+    home, _ = _scans(240, seed=12)
+    external = [255 - image for image in _scans(40, seed=13)[0]]  # another "collection"
+    entry["checks"]["collection"] = ood.calibrate_collection(
+        model, {**meta, "ood": entry}, {"scans": home[:200], "more scans": home[200:]}, 16,
+        seed=3, external=external,
+        external_name="inverted scans", workers=2)
+    return entry
 
 
 def _model_with(tmp_path, trained_run, entry, name="calibrated"):
@@ -268,3 +282,109 @@ def test_non_mri_set_is_seeded_and_offline():
                for e in first)
     made = nonmri.transformed(np.full((32, 32, 3), 100, np.uint8), "x")
     assert [e.kind for e in made] == list(nonmri.TRANSFORMS)
+
+
+# ------------------------------------------------------------ collection check
+
+
+def test_collection_limit_lets_through_the_asked_share_of_clean_batches():
+    """The limit is the (1 - rate) quantile of random batch means of clean distances: on
+    fresh batches from the same distribution it fires on about that share, and a shifted
+    collection (every image a little further away) makes almost every batch fire."""
+    rng = np.random.default_rng(0)
+    # distances of home images: skewed, positive; halves large enough that the two
+    # samples' means agree (with ~1,000 images they differ enough to move the rate)
+    clean = rng.gamma(9.0, 1.0, 40_000)
+    limit = ood.collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)
+    assert limit == ood.collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)  # seeded
+    home = ood.batch_means(clean[20_000:], 20, 2000, seed=2)
+    assert 0.03 <= (home > limit).mean() <= 0.07
+    shifted = ood.batch_means(clean[20_000:] * 1.3, 20, 2000, seed=2)
+    assert (shifted > limit).mean() >= 0.95
+    with pytest.raises(ValueError, match="batch of 20"):
+        ood.batch_means(clean[:19], 20, 10, seed=0)
+
+
+def test_collection_verdict_and_its_message():
+    check = ood.Collection({"batch": 20, "max": 10.0, "false_alarm_rate": 0.05,
+                            "measured": {"external": {"dataset": "Br35H", "tumours": 756,
+                                                      "tumours_found": 322,
+                                                      "tumour_sensitivity": 0.4259}}})
+    assert check.verdict([12.0] * 19) is None  # too few images to judge a collection
+    assert check.verdict([9.0] * 30)["new"] is False
+    verdict = check.verdict([12.0] * 25 + [None])
+    assert verdict == {"n": 25, "mean_distance": 12.0, "limit": 10.0, "new": True}
+    line = check.message(verdict)
+    assert "these 25 images" in line and "12.0 > 10.0" in line and "5 %" in line
+    assert "on Br35H" in line and "43 % of tumours (322/756)" in line
+    for bad in ({"batch": 1, "max": 3.0}, {"batch": 20}, {"batch": 20, "max": "x"}, []):
+        with pytest.raises(ValueError):
+            ood.Collection(bad)
+
+
+def test_predict_says_when_a_set_of_images_looks_like_a_new_collection(
+        tmp_path, trained_run, calibrated, capsys):
+    """Calibration stores the limit with the checks; predict prints one line for a set
+    of images unlike the training ones, none for a set like them, and none below the
+    batch size."""
+    collection = calibrated["checks"]["collection"]
+    assert collection["batch"] == 20 and collection["false_alarm_rate"] == 0.05
+    measured = collection["measured"]
+    # half of the model's own test set places the limit, the other half measures it
+    assert measured["limit_from"] == {"dataset": "scans", "images": 100}
+    home = measured["home_test_batches"]
+    assert {k: v["images"] for k, v in home.items()} == {"scans": 100, "more scans": 40}
+    assert measured["external"]["batches"]["share"] == 1.0
+    assert measured["external"]["tumours"] == 40
+    model = _model_with(tmp_path, trained_run, calibrated)
+    clean, _ = _scans(24, seed=99)
+    code, _, err = _predict(capsys, _save(tmp_path / "like", {
+        f"scan{i}": image for i, image in enumerate(clean)}), "--model", model)
+    assert code == 0 and "collection" not in err
+    inverted = {f"inv{i}": 255 - image for i, image in enumerate(clean)}
+    code, _, err = _predict(capsys, _save(tmp_path / "new", inverted), "--model", model)
+    assert code == 0 and "look like a collection the model was not trained on" in err
+    few = dict(list(inverted.items())[:19])
+    code, _, err = _predict(capsys, _save(tmp_path / "few", few), "--model", model)
+    assert code == 0 and "collection" not in err
+
+
+def test_collection_rates_fire_on_a_shifted_collection_and_rarely_at_home():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 100)
+    centres = rng.normal(scale=4, size=(4, 8))
+    train = centres[labels] + rng.normal(size=(400, 8))
+    home = centres[np.repeat(np.arange(4), 60)] + rng.normal(size=(240, 8))
+    away = centres[np.repeat(np.arange(4), 30)] + rng.normal(size=(120, 8)) + 1.5
+    rates = ood.collection_rates(train, labels, home, away, seed=3)
+    assert rates["home"]["n"] == rates["external"]["n"] == ood.COLLECTION_DRAWS
+    assert rates["home"]["warned"] <= 0.1 * ood.COLLECTION_DRAWS  # about 5 % by design
+    assert rates["external"]["warned"] >= 0.95 * ood.COLLECTION_DRAWS
+    assert ood.collection_rates(train, labels, home[:30], away, seed=3) is None  # too few
+
+
+def test_the_benchmark_reads_a_models_collection_check(tmp_path):
+    from brainmri.core.runfolder import RunFolder
+    from brainmri.evaluation import benchmark
+
+    run = RunFolder(tmp_path)
+    assert benchmark._collection_columns(run, "m-nickparvar") == {}
+    path = run.collection_check("m-nickparvar")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"home": {"n": 2000, "warned": 92},
+                                "external": {"n": 2000, "warned": 1987}}))
+    assert benchmark._collection_columns(run, "m-nickparvar") == {
+        "collection_home_warned": 92, "collection_home_batches": 2000,
+        "collection_external_warned": 1987, "collection_external_batches": 2000}
+
+
+def test_the_command_calibrates_a_shipped_model_as_a_call(trained_run_copy, tmp_path):
+    """What the reference run does for the model it ships (experiment._calibrate_shipped):
+    the CLI's calibration, its arguments as a list, the checks written to the sidecar."""
+    run_dir, folder, data_root = trained_run_copy
+    target = saved.export(folder, tmp_path / "shipped.keras")
+    entry = ood.calibrate_file(["--calibrate", str(target), "--data-dir", str(data_root)])
+    written = json.loads(target.with_suffix(".json").read_text())["ood"]
+    assert written["checks"]["measured"] == entry["checks"]["measured"]
+    assert {"embedding", "collection", "measured"} <= set(written["checks"])
+    assert written["checks"]["measured"]["home_test"]["n"] > 0

@@ -13,7 +13,7 @@ import yaml
 
 from brainmri.core import paths
 from brainmri.core.runfolder import RunFolder
-from brainmri.report import profiles
+from brainmri.report.series import profiles
 
 RUN = RunFolder.named("reference", paths.project_root() / "results")
 pytestmark = pytest.mark.skipif(not RUN.state.exists(),
@@ -33,7 +33,8 @@ def test_every_step_of_the_profile_ran_with_one_library_at_one_clean_revision(st
     series = [step.name for step in profiles.load_profile("reference").steps]
     assert sorted(state) == sorted(series)
     assert {entry["status"] for entry in state.values()} <= {"ok", "skipped"}
-    assert len({entry["library"] for entry in state.values()}) == 1
+    libraries = {entry["library"] for entry in state.values()}
+    assert len(libraries) == 1
     revisions = {entry["revision"] for entry in state.values()}
     assert len(revisions) == 1
     revision = revisions.pop()
@@ -42,6 +43,9 @@ def test_every_step_of_the_profile_ran_with_one_library_at_one_clean_revision(st
     environment = json.loads(RUN.environment.read_text())
     assert environment["git_revision"] == revision
     assert environment["profile"] == "reference"
+    # a run resumed after a stop: every sitting at that revision and library
+    for sitting in environment.get("invocations", []):
+        assert (sitting["revision"], {sitting["library"]}) == (revision, libraries)
 
 
 def test_every_dataset_used_is_fingerprinted(state):
@@ -80,9 +84,18 @@ def test_executed_notebooks_hold_no_absolute_path():
         assert not found, f"{notebook.name}: {found[:3]}"
 
 
+#: The budget: the whole reference run in 3 h on two CPU cores. Cores differ in speed
+#: (chapter 05 took 430 s on the machine the budget was set on, run 7c4f0db, and 871 s on
+#: a later two-core machine running the same code), so the budget is counted in units of
+#: chapter 05, whose work is fixed (report 000's ReLU CNN, six epochs, no early stop):
+#: 3 h was 25.1 times chapter 05 there. A slower machine gets more seconds; a run that
+#: does more work per unit of 05 does not.
+YARDSTICK, BUDGET_IN_YARDSTICKS = "05_relu_cnn", 3 * 3600 / 430.3
+
+
 def test_step_times_are_recorded_and_within_the_budget(state):
     seconds = {name: entry["seconds"] for name, entry in state.items()}
     assert all(s is not None and s >= 0 for s in seconds.values())
     environment = json.loads(RUN.environment.read_text())
     assert environment["wall_time_s"] == seconds
-    assert sum(seconds.values()) <= 3 * 3600  # the issue's budget on two CPU cores
+    assert sum(seconds.values()) <= BUDGET_IN_YARDSTICKS * seconds[YARDSTICK]

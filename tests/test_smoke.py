@@ -94,7 +94,7 @@ def test_raw_data_is_byte_identical_after_the_run(quick_run):
 
 
 def test_book_builds_with_every_toc_page(built_book):
-    from brainmri.report.book import toc_notebooks
+    from brainmri.report.show.book import toc_notebooks
 
     assert (built_book / "index.html").exists()
     for stem in toc_notebooks():
@@ -123,10 +123,98 @@ def _step_params(run_dir, step: str) -> dict:
 
 
 def _printed(run_dir, step: str) -> str:
-    """Everything the executed notebook of ``step`` printed or displayed as text."""
+    """Everything the executed notebook of ``step`` printed or displayed as text or HTML."""
     nb = nbformat.read(run_dir / "notebooks" / f"{step}.ipynb", 4)
-    return "\n".join(str(o.get("text") or o.get("data", {}).get("text/plain", ""))
+    return "\n".join(str(o.get("text") or o.get("data", {}).get("text/html")
+                         or o.get("data", {}).get("text/plain", ""))
                      for c in nb.cells for o in c.get("outputs", []))
+
+
+def _glued(run_dir, step: str) -> dict[str, str]:
+    """The values a chapter glued (myst-nb's glue outputs), by key."""
+    nb = nbformat.read(run_dir / "notebooks" / f"{step}.ipynb", 4)
+    return {o["metadata"]["scrapbook"]["name"]:
+            o["data"]["application/papermill.record/text/plain"]
+            for c in nb.cells for o in c.get("outputs", [])
+            if "scrapbook" in o.get("metadata", {})}
+
+
+GLUED_CHAPTERS = ["01_data_exploration", "01b_leakage_audit", "01c_source_audit",
+                  "02_variance_analysis", "03_preprocessing", "05_relu_cnn",
+                  "05b_relu_cnn_claims", "06_relu_cnn_augmented", "07_sigmoid_cnn",
+                  "08b_compact_cnn", "08b_compact_cnn-nickparvar", "08c_shortcut_ablation",
+                  "09_benchmark"]
+
+
+@pytest.mark.parametrize("step", GLUED_CHAPTERS)
+def test_chapter_pastes_only_glued_keys_and_shows_no_log_or_repr(quick_run, step):
+    """Every key a chapter's markdown pastes was glued; nothing reaches stdout, and no
+    training log reaches the executed chapter at all (a batch run trains silently: the
+    model folder's history.csv is the log); no bare repr is displayed."""
+    import re
+
+    nb = nbformat.read(quick_run["run_dir"] / "notebooks" / f"{step}.ipynb", 4)
+    pasted = {k for c in nb.cells if c.cell_type == "markdown"
+              for k in re.findall(r"\{glue(?::\w+)?\}`([^`]+)`", c.source)}
+    assert pasted and pasted <= set(_glued(quick_run["run_dir"], step))
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            assert not (o.get("output_type") == "stream" and o.get("name") == "stdout"), \
+                f"{step}: {o.get('text', '')[:80]!r}"
+            assert not re.search(r"Epoch \d+/\d+|\d+/\d+ - \d+m?s|Restoring model weights",
+                                 o.get("text", "")), f"{step}: {o.get('text', '')[:80]!r}"
+            data = o.get("data", {})
+            if o.get("output_type") in ("execute_result", "display_data") \
+                    and "scrapbook" not in o.get("metadata", {}):
+                assert {"text/html", "image/png"} & set(data), f"{step}: {data}"
+
+
+def test_model_chapters_glue_their_verdicts(quick_run):
+    run_dir = quick_run["run_dir"]
+    assert _glued(run_dir, "07_sigmoid_cnn")["sigmoid_verdict"].split(":")[0] in {
+        "reproduced", "reproduced in kind only", "not reproduced"}
+    claims = _glued(run_dir, "05b_relu_cnn_claims")
+    assert {claims["epochs_verdict"], claims["rgb_verdict"]} <= {
+        "supported", "not shown", "contradicted"}
+    assert _glued(run_dir, "01c_source_audit")["label_noise_verdict"]
+    ablation = _glued(run_dir, "08c_shortcut_ablation")
+    assert ablation["yardstick"].endswith("points") and "/" in ablation["chosen_dedup_spec"]
+
+
+def test_the_ablation_chapter_shows_its_adabn_table(quick_run):
+    """The deployment-mode table is the cell's output, not hidden behind a later call."""
+    from brainmri.core.runfolder import RunFolder
+
+    run_dir = quick_run["run_dir"]
+    adabn = pd.read_csv(RunFolder(run_dir).adabn)
+    nb = nbformat.read(run_dir / "notebooks" / "08c_shortcut_ablation.ipynb", 4)
+    html = "".join("".join(o.get("data", {}).get("text/html", ""))
+                   for c in nb.cells for o in c.get("outputs", []))
+    assert len(adabn) > 0 and "AdaBN on Br35H" in html
+
+
+def test_benchmark_explanations_and_tryout_glue_what_the_prose_pastes(quick_run):
+    """Chapters 09-11 glue the values the book's pages paste: ranges without the models
+    that give a constant answer, rates as counts, one word chosen by a rule."""
+    import re
+
+    from brainmri.report.studies import summary
+
+    run_dir = quick_run["run_dir"]
+    bench = _glued(run_dir, "09_benchmark")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    for model in set(metrics.loc[metrics["degenerate"].astype(bool), "model"]):
+        assert f"({summary.label(model)}," not in bench["br35h_range"]
+        assert summary.label(model) in bench["degenerate_models"]
+    assert bench["shipped_thr_word"] in {"more", "fewer", "as many"}
+    assert re.fullmatch(r"[\d,]+", bench["shipped_missed_thr"])
+    assert re.match(r"[\d,]+/[\d,]+ \(", bench["shipped_home_specificity"])
+    assert bench["run_name"] == run_dir.name
+    xai = pd.read_csv(run_dir / "xai_faithfulness.csv")
+    explained = _glued(run_dir, "10_explainability")
+    assert explained["xai_n_pairs"] == str(len(xai))
+    assert explained["xai_outline"].endswith(f"of {len(xai)}")
+    assert _glued(run_dir, "11_try_the_model")["example_answer"]
 
 
 def test_preprocessing_recipes_agree_and_arrays_have_the_asked_shape(quick_run):
@@ -134,13 +222,12 @@ def test_preprocessing_recipes_agree_and_arrays_have_the_asked_shape(quick_run):
 
     run_dir = quick_run["run_dir"]
     params, text = _step_params(run_dir, "03_preprocessing"), _printed(run_dir, "03_preprocessing")
-    difference = float(re.search(r"largest difference between the two recipes: (\S+)",
-                                 text).group(1))
+    difference = float(_glued(run_dir, "03_preprocessing")["largest_difference"])
     assert difference < 1e-4  # unit-then-standardise equals standardise in one step
     channels = 1 if params["color_mode"] == "grayscale" else 3
     size = params["image_size"]
-    shapes = re.findall(rf"\((\d+), {size}, {size}, {channels}\)", text)
-    assert len(shapes) >= 4 and all(int(n) > 0 for n in shapes)  # three splits and a batch
+    shapes = re.findall(rf">{size} x {size} x {channels}<", text)
+    assert len(shapes) >= 4  # three splits and a batch
 
 
 def test_claims_table_has_every_setting_and_seed_with_intervals(quick_run):
@@ -162,13 +249,14 @@ def test_claims_table_has_every_setting_and_seed_with_intervals(quick_run):
 def test_sigmoid_chapter_measures_gradient_norms_of_both_networks(quick_run):
     """Chapter 07's table: one positive, finite gradient norm per layer and network."""
     import math
+    import re
 
     text = _printed(quick_run["run_dir"], "07_sigmoid_cnn")
-    header = next(line for line in text.splitlines() if "sigmoid, trained" in line)
-    assert "relu, trained" in header and "sigmoid, initial" in header
-    rows = [line.split() for line in text.splitlines() if line.startswith("conv1")]
-    values = [float(v) for v in rows[0][1:5]]
-    assert all(math.isfinite(v) and v > 0 for v in values)
+    table = next(t for t in text.split("</table>") if "sigmoid, trained" in t)
+    assert "ReLU, trained" in table and "sigmoid, initial" in table
+    row = re.search(r">conv1<(.*?)</tr>", table, re.S).group(1)
+    values = [float(v) for v in re.findall(r">([-+.\de]+)<", row)][:4]
+    assert len(values) == 4 and all(math.isfinite(v) and v > 0 for v in values)
 
 
 def test_explainability_scores_every_explained_model_and_explainer(quick_run):

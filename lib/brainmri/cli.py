@@ -6,7 +6,7 @@
 - ``brainmri predict``     classify image files or folders with a saved model
 - ``brainmri data``        find (``where``) or download (``fetch``) the datasets
 - ``brainmri throughput``  training throughput on real vs synthetic batches
-- ``brainmri tables``      rewrite a run's numbers in the README, model card and book prose
+- ``brainmri tables``      rewrite a run's numbers in the README and the model card
 
 Errors the user can act on are printed as one message (exit code 1 or 2), never as a
 traceback; Ctrl-C exits with 130. ``predict`` exits 0 when at least one file was
@@ -93,7 +93,8 @@ def _predict(args) -> int:
     from brainmri.modeling.saved import SavedModelError, load_for_prediction, prediction_metadata
 
     model_path = Path(args.model) if args.model else inference.default_model()
-    if args.batch_size < 1:
+    batch_size = _series_batch_size() if args.batch_size is None else args.batch_size
+    if batch_size < 1:
         _err("--batch-size must be at least 1.")
         return EXIT_UNUSABLE
     if args.workers is not None and args.workers < 1:
@@ -116,7 +117,7 @@ def _predict(args) -> int:
         many = len(files) >= inference.PROCESS_MIN_FILES
         with inference.start(files, metadata, args.workers, processes=many) as prepared:
             model, metadata = load_for_prediction(model_path)
-            table = inference.predict_files(files, model, metadata, args.batch_size,
+            table = inference.predict_files(files, model, metadata, batch_size,
                                             show_progress=not args.quiet and len(files) > 1,
                                             prepared=prepared)
     except SavedModelError as exc:
@@ -143,6 +144,11 @@ def _predict(args) -> int:
             prob_cols = [c for c in table.columns if c.startswith("p_")]
             shown[prob_cols] = shown[prob_cols].round(4)
         print(shown.to_csv(index=False), end="")
+    collection = table.attrs.get("collection")
+    if collection and collection["new"]:
+        from brainmri.modeling import ood
+
+        print(ood.checks_of(metadata).collection.message(collection), file=sys.stderr)
     read = int((table["error"] == "").sum())
     flagged = int((table["warning"] != "").sum())
     print(f"{read} of {len(table)} file(s) classified"
@@ -154,13 +160,13 @@ def _predict(args) -> int:
 
 
 def _run(args) -> int:
-    from brainmri.report import runner
+    from brainmri.report.series import runner
 
     return runner.main(args)
 
 
 def _book(args) -> int:
-    from brainmri.report.book import build
+    from brainmri.report.show.book import build
 
     build(args.run, Path(args.results_dir) if args.results_dir else None,
           strict=not args.no_strict)
@@ -168,7 +174,7 @@ def _book(args) -> int:
 
 
 def _html(args) -> int:
-    from brainmri.report.export import export_run
+    from brainmri.report.show.export import export_run
 
     pages = export_run(args.run, Path(args.results_dir) if args.results_dir else None)
     print(f"{len(pages)} page(s) written to {pages[0].parent}")
@@ -191,7 +197,7 @@ def _data(args) -> int:
 
 def _throughput(args) -> int:
     from brainmri.modeling import throughput
-    from brainmri.report.profiles import chapter_defaults
+    from brainmri.report.series.profiles import chapter_defaults
 
     settings = chapter_defaults(throughput.CHAPTER)
     settings.update({k: v for k, v in (("dataset", args.dataset), ("data_dir", args.data_dir),
@@ -207,11 +213,19 @@ def _throughput(args) -> int:
 
 def _tables(args) -> int:
     from brainmri.core import paths
-    from brainmri.report.tables import update_all
+    from brainmri.report.show.blocks import update_all
 
     for path in update_all(args.run):
         print(f"{path.relative_to(paths.project_root())} updated from results/{args.run}/")
     return 0
+
+
+def _series_batch_size() -> int:
+    """``predict``'s default batch size: the one the model chapters predict with
+    (params/base.yaml's ``training`` group), so that the value has one home."""
+    from brainmri.report.series.profiles import load_profile
+
+    return load_profile("base").shared["training"]["batch_size"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -220,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the notebook series with papermill")
-    from brainmri.report.runner import add_arguments
+    from brainmri.report.series.runner import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=_run)
@@ -249,7 +263,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", "--overwrite", dest="force", action="store_true",
                    help="replace an existing regular --csv file")
     p.add_argument("--print", action="store_true", help="print the table even with --csv")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass (default: params/base.yaml's batch_size)")
     p.add_argument("--workers", type=int, default=None,
                    help="threads decoding images ahead of the model, processes from 256 "
                         "files on (default: one per CPU core, at most 8; one fewer for "
@@ -274,8 +289,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing)")
     p.set_defaults(func=_throughput)
 
-    p = sub.add_parser("tables", help="rewrite a run's numbers in the README, the model "
-                                      "card and the book's prose")
+    p = sub.add_parser("tables", help="rewrite a run's numbers in the README and the model "
+                                      "card (the book pastes its own from the chapters)")
     p.add_argument("--run", default="reference")
     p.set_defaults(func=_tables)
     return top
@@ -287,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # A relative $BRAIN_MRI_DATA means "from where I typed the command"; the notebooks'
+        # kernels run in notebooks/, so it is made absolute here, once.
+        if os.environ.get("BRAIN_MRI_DATA"):
+            os.environ["BRAIN_MRI_DATA"] = os.path.abspath(os.environ["BRAIN_MRI_DATA"])
         from brainmri.core.errors import BrainMRIError
 
         try:

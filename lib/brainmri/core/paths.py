@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: The shipped model, relative to the project root: ``brainmri predict``'s default, the
+#: reference profile's ``export_to``; its sidecar has the same name with ``.json``.
+SHIPPED_MODEL = Path("models") / "brainmri_compact.keras"
+
 
 def project_root() -> Path:
     """The checkout this package belongs to (the folder holding ``pyproject.toml``).

@@ -148,6 +148,11 @@ class RunFolder:
     def model_dir(self, tag: str) -> Path:
         return self.root / "models" / tag
 
+    def collection_check(self, tag: str) -> Path:
+        """How often the collection check would fire for model ``tag`` on batches of its
+        home test images and of a collection it did not train on (written at training)."""
+        return self.model_dir(tag) / "collection_check.json"
+
     def predictions(self, tag: str, split: str) -> Path:
         return self.root / "predictions" / f"{tag}_{split}.csv"
 
@@ -176,6 +181,18 @@ class RunFolder:
     def ablation(self) -> Path:
         """Chapter 08c's table: one row per training recipe."""
         return self.root / "ablation.csv"
+
+    @property
+    def levers(self) -> Path:
+        """Chapter 08c's generalisation levers: one row per model (lever x seed, ensembles),
+        read on the held-out collection, the home deduplicated test and Br35H."""
+        return self.root / "levers.csv"
+
+    @property
+    def adabn(self) -> Path:
+        """Chapter 08c's AdaBN deployment mode: each lever model's Br35H readings before
+        and after adapting its batch-norm statistics to that collection."""
+        return self.root / "levers_adabn.csv"
 
     @property
     def claims(self) -> Path:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from brainmri.data.pixels import normalize
 
-AUGMENTATIONS = ("none", "basic", "strong", "convnext")
+AUGMENTATIONS = ("none", "basic", "strong", "convnext", "gin", "geometric", "bigaug")
 
 
 def augmenter(kind: str, channels: int, seed: int):
@@ -25,6 +25,12 @@ def augmenter(kind: str, channels: int, seed: int):
     ``convnext``: report 001's recipe, rotation +-10 degrees, horizontal flip, colour jitter
       and a random resized crop; Keras has no RandomResizedCrop layer, so a random zoom-in
       of up to 20 % plus a random shift stands in for it (crop scale about 0.64 to 1).
+    ``gin``: ``strong``'s geometry, then random shallow convolutions of the intensities
+      (``data.intensity.RandomConvIntensity``): other sequences map tissues to other greys.
+    ``geometric``: views other collections show: flips both ways, rotation at any angle,
+      a zoom-in keeping 0.5 to 1 of the area (a random resized crop), elastic deformation.
+    ``bigaug``: ``geometric`` plus the rest of a BigAug-style stack (Zhang et al., 2020)
+      for other scanners: blur, sharpening, brightness and contrast.
     """
     import keras
 
@@ -37,13 +43,31 @@ def augmenter(kind: str, channels: int, seed: int):
         layers = [L.RandomRotation(0.05, fill_mode="constant", seed=seed),
                   L.RandomZoom(0.1, fill_mode="constant", seed=seed + 1),
                   L.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 2)]
-    elif kind == "strong":
+    elif kind in ("strong", "gin"):
         layers = [L.RandomFlip("horizontal", seed=seed),
                   L.RandomRotation(0.04, fill_mode="constant", seed=seed + 1),
                   L.RandomZoom((-0.15, 0.1), fill_mode="constant", seed=seed + 2),
-                  L.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 3),
-                  L.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 4),
-                  L.RandomContrast(0.15, value_range=(0, 255), seed=seed + 5)]
+                  L.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 3)]
+        if kind == "strong":
+            layers += [L.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 4),
+                       L.RandomContrast(0.15, value_range=(0, 255), seed=seed + 5)]
+        else:
+            from brainmri.data.intensity import RandomConvIntensity
+
+            layers.append(RandomConvIntensity(seed=seed + 6))
+    elif kind in ("geometric", "bigaug"):
+        # zoom -0.3: each side shrinks by up to 30 %, so 0.49 to 1 of the area is kept
+        layers = [L.RandomFlip("horizontal_and_vertical", seed=seed),
+                  L.RandomRotation(0.5, fill_mode="constant", seed=seed + 1),
+                  L.RandomZoom((-0.3, 0.0), fill_mode="constant", seed=seed + 2),
+                  L.RandomElasticTransform(factor=0.5, scale=0.5, fill_mode="constant",
+                                           value_range=(0, 255), seed=seed + 3)]
+        if kind == "bigaug":
+            layers += [L.RandomGaussianBlur(factor=0.5, kernel_size=3, sigma=1.0,
+                                            value_range=(0, 255), seed=seed + 4),
+                       L.RandomSharpness(0.3, value_range=(0, 255), seed=seed + 5),
+                       L.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 6),
+                       L.RandomContrast(0.3, value_range=(0, 255), seed=seed + 7)]
     else:
         jitter = (L.RandomColorJitter(value_range=(0, 255), brightness_factor=0.2,
                                       contrast_factor=0.2, saturation_factor=0.2,
@@ -77,8 +101,12 @@ def balanced_indices(labels: np.ndarray, seed: int) -> np.ndarray:
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: int,
                  normalization: str, training: bool = False, augment: str | None = None,
-                 balance: bool | None = None, seed: int | None = None):
+                 balance: bool | None = None, seed: int | None = None,
+                 groups: np.ndarray | None = None):
     """A batched, prefetched tf.data.Dataset of (normalised images, labels).
+
+    ``balance`` oversamples every class, or every group of ``groups`` when given (one
+    value per image, e.g. source collection and class), up to the largest.
 
     ``training`` shuffles every epoch (seeded: ``seed`` is then required) and applies
     ``augment``; evaluation datasets are normalised once and cached, and keep the input
@@ -90,7 +118,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
         raise ValueError("a training pipeline needs a seed (shuffling, augmentation)")
 
     if balance:
-        idx = balanced_indices(labels, seed)
+        classes = labels if labels.ndim == 1 else labels[:, 0]  # (class, source) rows
+        idx = balanced_indices(classes if groups is None else groups, seed)
         images, labels = images[idx], labels[idx]
     parts = images if labels is None else (images, labels)
     ds = tf.data.Dataset.from_tensor_slices(parts)
@@ -130,12 +159,30 @@ class ModelInputs:
         self.batch_size, self.augment, self.balance, self.seed = (batch_size, augment, balance,
                                                                  seed)
         self.arrays = {split: dataset.arrays(split, spec) for split in splits}
+        #: Source collection of each training image, once ``label_sources`` is called.
+        self.sources: np.ndarray | None = None
+        self.balance_sources = False
 
-    def add_training(self, pixels: np.ndarray, labels: np.ndarray) -> None:
-        """More training images (another dataset's, already deduplicated by the caller);
-        validation and test stay the home dataset's."""
+    def label_sources(self, sources, *, balance: bool) -> None:
+        """Name the source collection of each training image (in order); ``balance``:
+        sample every source x class group equally often (source-balanced training)."""
+        sources = np.asarray(sources, dtype=object)
+        if len(sources) != len(self.arrays["train"][1]):
+            raise ValueError("one source per training image is needed")
+        self.sources, self.balance_sources = sources, balance
+
+    @property
+    def source_names(self) -> list[str]:
+        """The training images' source collections, in the order of their codes."""
+        return [] if self.sources is None else sorted(set(self.sources))
+
+    def add_training(self, pixels: np.ndarray, labels: np.ndarray, source: str = "") -> None:
+        """More training images (another dataset's, already deduplicated by the caller;
+        ``source`` names it); validation and test stay the home dataset's."""
         x, y = self.arrays["train"]
         self.arrays["train"] = (np.concatenate([x, pixels]), np.concatenate([y, labels]))
+        if self.sources is not None:
+            self.sources = np.concatenate([self.sources, np.full(len(labels), source, object)])
 
     def drop_training(self, drop: np.ndarray) -> None:
         """Remove the training images where ``drop`` (a boolean mask over the training
@@ -146,6 +193,8 @@ class ModelInputs:
         keep = np.ones(len(y), bool)
         keep[:len(drop)] = ~np.asarray(drop, bool)
         self.arrays["train"] = (x[keep], y[keep])
+        if self.sources is not None:
+            self.sources = self.sources[keep]
 
     def restyle_training(self, share: float, seed: int) -> None:
         """Give a ``share`` of the training images another training image's grey-level
@@ -158,11 +207,21 @@ class ModelInputs:
     def files(self, split: str):
         return self.dataset.split(split)
 
-    def train(self):
+    def train(self, with_sources: bool = False):
+        """Training batches of (images, labels); ``with_sources``: labels are (N, 2) rows
+        of class and source code (``source_names`` order), for source-adversarial training."""
         x, y = self.arrays["train"]
+        groups = (None if not self.balance_sources else
+                  np.array([f"{s}/{c}" for s, c in zip(self.sources, y)], dtype=object))
+        if with_sources:
+            if self.sources is None:
+                raise ValueError("source-adversarial training needs label_sources first")
+            codes = {name: i for i, name in enumerate(self.source_names)}
+            y = np.stack([y, [codes[s] for s in self.sources]], axis=1).astype(np.int32)
         return make_dataset(x, y, batch_size=self.batch_size, normalization=self.normalization,
-                            training=True, augment=self.augment, balance=self.balance,
-                            seed=self.seed)
+                            training=True, augment=self.augment,
+                            balance=self.balance or groups is not None, seed=self.seed,
+                            groups=groups)
 
     def eval(self, split: str, with_labels: bool = True):
         x, y = self.arrays[split]

@@ -164,7 +164,7 @@ def load_pixels(root: str | os.PathLike, rel_paths: Sequence[str], spec: PixelSp
     return out
 
 
-def normalize(images, method: str = "standardize"):
+def normalize(images, method: str):
     """Model-ready float32 tensor from uint8-range pixels (numpy or tf, shape (..., H, W, C)).
 
     ``standardize``: the report's recipe, min-max to [0, 1] then zero mean and unit

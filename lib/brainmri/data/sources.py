@@ -37,6 +37,7 @@ ENV_VAR = "BRAIN_MRI_DATA"
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
+    title: str  # the name a reader sees in tables, figures and prose
     folder: str  # folder name under BRAIN_MRI_DATA or data/raw
     kaggle: str  # kagglehub handle
     class_folders: dict[str, str]  # on-disk class folder -> canonical class name
@@ -71,6 +72,7 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "sartaj": DatasetSpec(
         name="sartaj",
+        title="Sartaj",
         folder="brain-tumor-classification-mri",
         kaggle="sartajbhuvaji/brain-tumor-classification-mri",
         class_folders={
@@ -87,6 +89,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "nickparvar": DatasetSpec(
         name="nickparvar",
+        title="Nickparvar",
         folder="brain-tumor-mri-dataset",
         kaggle="masoudnickparvar/brain-tumor-mri-dataset",
         class_folders={
@@ -103,6 +106,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "br35h": DatasetSpec(
         name="br35h",
+        title="Br35H",
         folder="brain-tumor-detection",
         kaggle="ahmedhamada0/brain-tumor-detection",
         class_folders={"yes": "tumour", "no": "no_tumor"},
@@ -118,6 +122,11 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     ),
 }
+#: The datasets a model can train on (four classes, a Training folder); each is the
+#: other's external test set.
+HOME_DATASETS: tuple[str, ...] = tuple(n for n, s in DATASETS.items() if not s.evaluation_only)
+#: Every dataset's name as a reader sees it.
+DISPLAY: dict[str, str] = {n: s.title for n, s in DATASETS.items()}
 
 
 def get_spec(name: str) -> DatasetSpec:

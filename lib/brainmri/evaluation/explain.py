@@ -35,9 +35,9 @@ from brainmri.core.runfolder import RunFolder, is_ablation_model
 from brainmri.modeling.builders import GRADCAM_LAYER, logits_model
 
 EXPLAINERS = ("GuidedBackprop", "IntegratedGradients", "SmoothGrad", "GradCAM")
-#: An explainer whose maps keep this Spearman correlation after weight randomisation is
-#: flagged: it mostly reflects the input (edges), not the trained weights.
-RANDOMISATION_FLAG = 0.5
+#: Xplique's explainers as a reader names them (tables, prose and figures).
+DISPLAY = {"GradCAM": "Grad-CAM", "GuidedBackprop": "Guided Backprop",
+           "IntegratedGradients": "Integrated Gradients", "SmoothGrad": "SmoothGrad"}
 
 
 def one_hot(labels: np.ndarray, n_classes: int = 4) -> np.ndarray:
@@ -298,12 +298,15 @@ def select_examples(frame: pd.DataFrame, per_class: int, seed: int) -> pd.DataFr
 
 def sanity_and_mass(model, images: np.ndarray, labels: np.ndarray, raw: np.ndarray,
                     maps: dict[str, np.ndarray], steps: int, samples: int, seed: int,
-                    mask_threshold: float, sanity_samples: int | None = None,
+                    mask_threshold: float, randomisation_flag: float,
+                    sanity_samples: int | None = None,
                     gradcam_layer: str | None = None,
                     seconds: dict | None = None) -> pd.DataFrame:
     """Per explainer: similarity to a randomised model's maps (on the first
     ``sanity_samples`` images, all when None, with the same ``steps`` and ``samples`` as
-    ``maps``), and attribution mass shares (on all images)."""
+    ``maps``), flagged from ``randomisation_flag`` (Spearman: a map that keeps that much
+    after weight randomisation mostly reflects the input, edges, not the trained weights),
+    and attribution mass shares (on all images)."""
     n = len(images) if sanity_samples is None else min(sanity_samples, len(images))
     with _timed(seconds, "randomisation check"):
         layer = gradcam_layer or GRADCAM_LAYER.get(model.name)
@@ -315,7 +318,7 @@ def sanity_and_mass(model, images: np.ndarray, labels: np.ndarray, raw: np.ndarr
     for name, m in maps.items():
         similarity = rank_similarity(m[:n], random_maps[name])
         rows.append({"explainer": name, "randomisation_similarity": similarity,
-                     "flag_insensitive_to_weights": similarity >= RANDOMISATION_FLAG,
+                     "flag_insensitive_to_weights": similarity >= randomisation_flag,
                      **mass_shares(m, masks, band)})
     return pd.DataFrame(rows).set_index("explainer").assign(n_sanity=n)
 
@@ -351,7 +354,7 @@ def explain_model(tag: str, model, meta: dict, frame: pd.DataFrame, data_dir, *,
                   smoothgrad_samples: int, scored_ig_steps: int,
                   scored_smoothgrad_samples: int, deletion_steps: int,
                   mufidelity_samples: int, sanity_samples: int, mask_threshold: float,
-                  seed: int) -> ModelExplanation:
+                  randomisation_flag: float, seed: int) -> ModelExplanation:
     """Example maps (correct and misclassified images of each class, explained for the
     predicted class: what the model "saw"), with ``ig_steps`` and ``smoothgrad_samples``;
     and scores on a fixed random sample of ``faithfulness_samples`` test images (explained
@@ -377,7 +380,7 @@ def explain_model(tag: str, model, meta: dict, frame: pd.DataFrame, data_dir, *,
                           seed, seconds=seconds)
     scores = scores.join(sanity_and_mass(model, x_s, y_s, raw_s, sample_maps, scored_ig_steps,
                                          scored_smoothgrad_samples, seed, mask_threshold,
-                                         sanity_samples, layer, seconds))
+                                         randomisation_flag, sanity_samples, layer, seconds))
     scores = scores.assign(n_images=len(sample)).reset_index().assign(model=tag)
     return ModelExplanation(tag, picked, raw, maps, scores, seconds)
 
@@ -394,6 +397,53 @@ def explain_run(run: RunFolder, data_dir, models: list[str] | None = None, **opt
         out = explain_model(tag, model, meta, frame, data_dir, **options)
         out.seconds["total"] = time.perf_counter() - start
         yield out
+
+
+def external_cases(run: RunFolder, tag: str, data_dir, per_outcome: int, seed: int
+                   ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray] | None:
+    """Grad-CAM of the predicted class on Br35H's new tumour images (no copy in any
+    training folder) that model ``tag`` missed and found, ``per_outcome`` of each drawn
+    with ``seed``: what the model looks at when it calls a tumour "no tumour".
+
+    Returns (the picked rows with an ``outcome`` column, their raw pixels, the maps);
+    None when the model has no Br35H predictions or none of them is a new tumour."""
+    from brainmri import CLASS_NAMES
+    from brainmri.evaluation.predictions import DETECTION_SPLIT
+    from brainmri.modeling import saved
+
+    path = run.predictions(tag, DETECTION_SPLIT)
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path)
+    excluded = run.external_exclusions(DETECTION_SPLIT)
+    seen = set(pd.read_csv(excluded)["path"]) if excluded.exists() else set()
+    new = frame[(frame["label"] == "tumour") & ~frame["path"].isin(seen)]
+    if new.empty:
+        return None
+    new = new.assign(outcome=np.where(new["prediction"] == "no_tumor", "missed", "found"))
+    picked = pd.concat([g.sample(min(per_outcome, len(g)), random_state=seed)
+                        for _, g in new.groupby("outcome", sort=True)])
+    model, meta = saved.load_saved(run.model_dir(tag))
+    raw, x = images_for(picked, meta, data_dir)
+    target = picked["prediction"].map(CLASS_NAMES.index).to_numpy()
+    maps = explain({"GradCAM": gradcam(model, meta["gradcam_layer"])}, x, target)["GradCAM"]
+    return picked.reset_index(drop=True), raw, maps
+
+
+def mass_by_outcome(cases: pd.DataFrame, raw: np.ndarray, maps: np.ndarray,
+                    mask_threshold: float) -> pd.DataFrame:
+    """Where the positive Grad-CAM evidence lies on missed and found images
+    (``external_cases``): shares of its mass on the head and on the head's outline, beside
+    their areas; one row per outcome, with its number of images."""
+    masks = brain_mask(raw, mask_threshold)
+    band = contour_band(masks)
+    heat = np.maximum(maps, 0)
+    rows = {}
+    for outcome in dict.fromkeys(cases["outcome"]):
+        pick = (cases["outcome"] == outcome).to_numpy()
+        rows[outcome] = {"images": int(pick.sum()),
+                         **mass_shares(heat[pick], masks[pick], band[pick])}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("outcome")
 
 
 SCORE_COLUMNS = ["model", "explainer", "deletion", "insertion", "mufidelity",
@@ -413,84 +463,20 @@ def timing_table(explained) -> pd.DataFrame:
     return pd.DataFrame({e.tag: e.seconds for e in explained}).T.rename_axis("model")
 
 
-def _names(items) -> str:
-    items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+#: How each faithfulness score picks the most faithful explainer.
+BEST = {"insertion": "idxmax", "deletion": "idxmin", "mufidelity": "idxmax"}
 
 
-def findings(xai: pd.DataFrame) -> str:
-    """Markdown summary of chapter 10's table (``scores_table``): which explainer is the
-    most faithful per model, what the randomisation check flags, and where the
-    attribution mass lies. Every number comes from ``xai``."""
-    if xai.empty:
-        return "No model was explained in this run, so there is nothing to report."
-    lines = []
-    n_images = xai.groupby("model")["n_images"].first()
-    sample = (f"{int(n_images.iloc[0])} test images per model" if n_images.nunique() == 1
-              else f"{int(n_images.min())} to {int(n_images.max())} test images per model")
-    models = list(dict.fromkeys(xai["model"]))
-    lines.append(f"Scored on {sample}, for {len(models)} model(s).\n")
-    lines.append("**The most faithful explainer per model** (insertion: higher is better; "
-                 "deletion: lower is better; MuFidelity: higher is better):\n")
-    lines.append("| model | by insertion | by deletion | by MuFidelity |")
-    lines.append("|---|---|---|---|")
-    wins = {"insertion": [], "deletion": [], "mufidelity": []}
-    for model in models:
-        rows = xai[xai["model"] == model].set_index("explainer")
-        cells = []
-        for metric, pick in (("insertion", "idxmax"), ("deletion", "idxmin"),
-                             ("mufidelity", "idxmax")):
-            best = getattr(rows[metric], pick)()
-            wins[metric].append(best)
-            cells.append(f"{best} ({rows.loc[best, metric]:.3f})")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines.append("")
-    agree = [m for m, a, b in zip(models, wins["insertion"], wins["deletion"]) if a == b]
-    if len(agree) == len(models):
-        same = "every model"
-    else:
-        same = f"{len(agree)} of {len(models)} model(s)" + (f" ({_names(agree)})" if agree
-                                                            else "")
-    counts = pd.Series(wins["insertion"]).value_counts()
-    leaders = sorted(counts.index[counts == counts.iloc[0]])
-    lines.append(f"- By insertion, {_names(leaders)} {'is' if len(leaders) == 1 else 'are each'}"
-                 f" the most faithful for {counts.iloc[0]} of {len(models)} model(s). "
-                 f"Insertion and deletion name the same explainer for {same}.")
-    flagged = xai[xai["flag_insensitive_to_weights"].astype(bool)]
-    top = xai.loc[xai["randomisation_similarity"].idxmax()]
-    n_sanity = xai["n_sanity"].dropna()
-    on = f" (on {int(n_sanity.min())} images per model)" if len(n_sanity) else ""
-    if flagged.empty:
-        lines.append(
-            f"- **Randomisation check{on}:** no explainer is flagged. The maps of the trained "
-            f"and the weight-randomised models correlate between "
-            f"{xai['randomisation_similarity'].min():.2f} and {top['randomisation_similarity']:.2f}"
-            f" (highest: {top['explainer']} on {top['model']}; flagged from "
-            f"{RANDOMISATION_FLAG}).")
-    else:
-        pairs = [f"{r.explainer} on {r.model} ({r.randomisation_similarity:.2f})"
-                 for r in flagged.itertuples()]
-        lines.append(f"- **Randomisation check{on}:** {len(flagged)} of {len(xai)} "
-                     f"model-explainer pairs are flagged (correlation {RANDOMISATION_FLAG} or "
-                     f"more with a randomised model's maps): {_names(pairs)}. Their maps "
-                     f"mostly reflect the image, not what the model learned.")
-    brain = xai["mass_in_brain"] / xai["area_in_brain"]
-    contour = xai["mass_on_contour"] / xai["area_on_contour"]
-    lines.append(
-        f"- **On the head:** the maps put {xai['mass_in_brain'].min():.0%} to "
-        f"{xai['mass_in_brain'].max():.0%} of their mass inside the brain mask, which covers "
-        f"{xai['area_in_brain'].min():.0%} to {xai['area_in_brain'].max():.0%} of the image; "
-        f"denser than chance for {int((brain > 1).sum())} of {len(xai)} pairs.")
-    dense = xai.assign(density=contour)[contour > 1].sort_values("density", ascending=False)
-    if dense.empty:
-        lines.append(f"- **Contours:** no map is denser on the outline band than its area "
-                     f"share (densest: {contour.max():.2f} times); the contour hypothesis is "
-                     f"not borne out.")
-    else:
-        best = dense.iloc[0]
-        lines.append(
-            f"- **Contours:** {len(dense)} of {len(xai)} maps are denser on the outline band "
-            f"than its area share; the densest is {best['explainer']} on {best['model']} "
-            f"({best['density']:.2f} times the band's {best['area_on_contour']:.1%} of the "
-            f"image). Median density over all pairs: {contour.median():.2f}.")
-    return "\n".join(lines)
+def ranking(xai: pd.DataFrame, degenerate=()) -> pd.DataFrame:
+    """The most faithful explainer per model and score (``scores_table``), one row per
+    model; empty cells and ``ranked`` False for a degenerate model (``degenerate``: tags,
+    e.g. ``benchmark.degenerate_models(run)``): its output never moves, so every
+    explainer scores the same and a "winner" is chance."""
+    rows = {}
+    for model in dict.fromkeys(xai["model"]):
+        scores = xai[xai["model"] == model].set_index("explainer")
+        ranked = model not in set(degenerate)
+        rows[model] = {"ranked": ranked, **{
+            f"by_{metric}": getattr(scores[metric], pick)() if ranked else None
+            for metric, pick in BEST.items()}}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")

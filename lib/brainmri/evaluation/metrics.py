@@ -6,6 +6,8 @@ probabilities. Functions return plain dicts or DataFrames so notebooks can show 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
@@ -233,3 +235,14 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     statistic = (abs(b - c) - 1) ** 2 / (b + c)
     return {"b": b, "c": c, "statistic": float(statistic),
             "p_value": float(stats.chi2.sf(statistic, df=1)), "method": "chi2-cc"}
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval for ``k`` successes in ``n`` cases (scipy's binomtest):
+    unlike a bootstrap it is not degenerate at 19/19."""
+    if n == 0:
+        return math.nan, math.nan
+    from scipy import stats
+
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(method="wilson")
+    return float(ci.low), float(ci.high)

@@ -62,19 +62,23 @@ def evaluate(model, inputs, run: RunFolder, model_name: str,
 
 #: The split name under which predictions on an evaluation-only dataset are saved.
 DETECTION_SPLIT = "br35h"
+#: A collection the recipe held out of training and validation, predicted whole.
+HELD_OUT_SPLIT = "heldout"  # no "_": files are <tag>_<split>.csv
 
 
-def evaluate_external(model, inputs, other, run: RunFolder, model_name: str) -> pd.DataFrame:
+def evaluate_external(model, inputs, other, run: RunFolder, model_name: str,
+                      split: str | None = None) -> pd.DataFrame:
     """Predict the test set of another dataset (``other``, a data.dataset.Dataset) with
     the same preprocessing. A four-class dataset is saved as split ``external``; the binary
-    Br35H as split ``br35h``. The benchmark removes the images that also lie in the model's
-    training data before scoring."""
+    Br35H as split ``br35h``; ``split`` names it otherwise (``heldout``: a collection the
+    recipe kept away from training and validation). The benchmark removes the images that
+    also lie in the model's training data before scoring."""
     from brainmri.data.inputs import ModelInputs
 
     external = ModelInputs(other, inputs.spec, normalization=inputs.normalization,
                            batch_size=inputs.batch_size, seed=inputs.seed, splits=("test",))
     logits, probs = predict(model, external, "test")
-    split = DETECTION_SPLIT if other.spec.evaluation_only else "external"
+    split = split or (DETECTION_SPLIT if other.spec.evaluation_only else "external")
     frame = predictions_frame(external.files("test"), logits, probs, model_name,
                               inputs.dataset.name, split, seed=inputs.seed,
                               eval_dataset=other.name)

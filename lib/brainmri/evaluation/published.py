@@ -7,6 +7,12 @@ Nothing in the pipeline is computed from these numbers.
 
 from __future__ import annotations
 
+from brainmri.modeling import builders
+
+#: The dataset each report trained and tested on.
+REPORT_000_DATASET = "sartaj"
+REPORT_001_DATASET = "nickparvar"
+
 REPORT_000 = {
     "inception_v3": {"accuracy": 0.71, "loss": 1.41, "precision_w": 0.74, "recall_w": 0.71,
                      "f1_report": 0.68, "fp": 123, "fn": 123, "epochs": 15,
@@ -48,10 +54,13 @@ VARIANCE_000 = {
 
 
 #: What our own models are compared with: the best published model on the same test set.
-BEST_PUBLISHED = {"sartaj": "relu_cnn_rgb", "nickparvar": "convnext_tiny"}
+BEST_PUBLISHED = {REPORT_000_DATASET: "relu_cnn_rgb", REPORT_001_DATASET: "convnext_tiny"}
+#: Every model's name as a reader sees it: ours, and report 000's section 10.2 models.
+DISPLAY = {**builders.DISPLAY, "relu_cnn_rgb": "RGB CNN",
+           "relu_cnn_16_epochs_grayscale": "grey CNN after 16 epochs"}
 
 
 def reported(model_name: str, dataset: str) -> dict | None:
     """The published figures for ``model_name`` on ``dataset``, if a report has them."""
-    table = REPORT_000 if dataset == "sartaj" else REPORT_001
+    table = REPORT_000 if dataset == REPORT_000_DATASET else REPORT_001
     return table.get(model_name)

@@ -67,7 +67,10 @@ def source_predictability(features: pd.DataFrame, source: pd.Series, seed: int,
 def transfer(features: pd.DataFrame, labels: pd.Series, other: pd.DataFrame,
              seed: int) -> np.ndarray:
     """Fit the same classifier on all of ``features`` -> ``labels`` and predict ``other``:
-    what a pure shortcut learner would answer on another collection."""
+    what a pure shortcut learner would answer on another collection (nothing when it
+    holds no image: every one of its images may have a copy in training)."""
+    if len(other) == 0:
+        return np.array([], dtype=object)
     model = HistGradientBoostingClassifier(max_iter=200, random_state=seed)
     model.fit(features.to_numpy(), np.asarray(labels))
     return model.predict(other.to_numpy())
@@ -93,4 +96,5 @@ def shortcut_check(features: pd.DataFrame, labels: pd.Series, other: pd.DataFram
         "home: tumour vs none, cross-validated accuracy": home["accuracy"],
         "home: majority baseline": home["majority_baseline"],
         f"{other_name} new tumour images": len(other),
-        f"{other_name} new tumour images called no_tumor": float((answers == "no_tumor").mean())}
+        f"{other_name} new tumour images called no_tumor":
+            float((answers == "no_tumor").mean()) if len(answers) else float("nan")}

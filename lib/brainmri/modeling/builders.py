@@ -81,7 +81,13 @@ def _unavailable(family: str, exc: Exception) -> WeightsUnavailableError:
 
 
 def _backbone(constructor, family: str, weights: str | None, **kwargs):
+    import keras
+
     resolved = resolve_weights(weights, family)
+    # Keras announces a download on stdout, which a chapter would keep as output; with
+    # interactive logging off it goes to the log instead (restored afterwards)
+    interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
     try:
         return constructor(include_top=False, weights=resolved, **kwargs)
     except WeightsUnavailableError:
@@ -91,6 +97,9 @@ def _backbone(constructor, family: str, weights: str | None, **kwargs):
                 exc, (OSError, ConnectionError))):
             raise _unavailable(family, exc) from None
         raise
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
 
 
 def simple_cnn(input_shape, activation: str, name: str, pool_after=(1, 2)):
@@ -196,6 +205,10 @@ BUILDERS = {
     "convnext_tiny": convnext_tiny,
     "compact_cnn": compact_cnn,
 }
+#: Each model's name as a reader sees it (tables, figures, prose).
+DISPLAY = {"relu_cnn": "ReLU CNN", "relu_cnn_augmented": "augmented ReLU CNN",
+           "sigmoid_cnn": "sigmoid CNN", "inception_v3": "InceptionV3",
+           "convnext_tiny": "ConvNeXt-Tiny", "compact_cnn": "compact CNN"}
 
 
 def options(model_name: str) -> list[str]:
@@ -239,6 +252,19 @@ def logits_model(model):
                              name=f"{model.name}_logits")
         _LOGITS_MODELS[model] = cached
     return cached
+
+
+def flip_averaged(model):
+    """Test-time augmentation: the model's logits averaged with those of the left-right
+    mirrored image (axial slices are close to symmetric; the training flips too). Built
+    for scoring only: its flip is a Lambda layer, which ``safe_mode`` would not load."""
+    import keras
+
+    logits = logits_model(model)
+    x = keras.Input(model.input.shape[1:], name="image")
+    mirrored = keras.layers.Lambda(lambda t: keras.ops.flip(t, axis=2), name="mirror")(x)
+    out = keras.layers.Average(name="logits")([logits(x), logits(mirrored)])
+    return keras.Model(x, out, name=f"{model.name}_tta")
 
 
 def multiply_accumulates(model) -> int:

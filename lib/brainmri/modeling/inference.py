@@ -38,7 +38,6 @@ from brainmri.data.pixels import PixelSpec, bounded, crop_to_head, grey_levels, 
 from brainmri.modeling import ood
 from brainmri.modeling.saved import pixel_spec
 
-DEFAULT_MODEL = Path("models") / "brainmri_compact.keras"
 COLUMNS = ["path", "prediction", *PROB_COLUMNS, "warning", "error"]
 
 #: Memory the inputs prepared ahead of the model may take (each is one uint8 model input,
@@ -58,7 +57,7 @@ PROCESS_MIN_FILES = 256
 
 
 def default_model() -> Path:
-    return paths.project_root() / DEFAULT_MODEL
+    return paths.project_root() / paths.SHIPPED_MODEL
 
 
 def default_workers() -> int:
@@ -358,7 +357,9 @@ def predict_files(files: Sequence[Path], model, metadata: dict, batch_size: int,
                   show_progress: bool = True, workers: int | None = None,
                   prepared: Iterable[Prepared] | None = None) -> pd.DataFrame:
     """One row per file, in the order of ``files``: the prediction and calibrated class
-    probabilities, or an error.
+    probabilities, or an error. With a calibrated collection check in the sidecar,
+    ``table.attrs["collection"]`` holds its verdict on the readable images together
+    (None below its batch size).
 
     ``metadata`` must have passed ``saved.check_sidecar``. Without an ``ood`` entry no
     image is flagged as out of distribution, and without ``ood.checks`` only the energy
@@ -374,6 +375,7 @@ def predict_files(files: Sequence[Path], model, metadata: dict, batch_size: int,
     checks = ood.checks_of(metadata)
     fn = _graph(model, spec.shape, checks is not None and checks.embedding_dim is not None)
     rows: list[dict] = []
+    seen_distances: list[float] = []
     with (start(files, metadata, workers) if prepared is None else nullcontext(prepared)
           ) as stream, _exact():
         bar = progress(stream, total=len(files), desc="predicting", unit="img",
@@ -390,6 +392,7 @@ def predict_files(files: Sequence[Path], model, metadata: dict, batch_size: int,
             limit = {"threshold": ood.energy_threshold(entry, checks)} if entry else None
             distances = (checks.distances(embeddings) if checks and embeddings is not None
                          else [None] * len(batch))
+            seen_distances += [float(d) for d in distances if d is not None]
             for item, p, score, distance in zip(batch, probs, energies, distances):
                 notes = [*item.warnings,
                          checks.note(item.stats, distance) if checks else "",
@@ -400,8 +403,12 @@ def predict_files(files: Sequence[Path], model, metadata: dict, batch_size: int,
                              "warning": "; ".join(n for n in notes if n), "error": ""})
     order = {str(p): i for i, p in enumerate(files)}
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return table.sort_values("path", key=lambda s: s.map(order),
-                             kind="stable").reset_index(drop=True)
+    table = table.sort_values("path", key=lambda s: s.map(order),
+                              kind="stable").reset_index(drop=True)
+    if checks is not None and checks.collection is not None:
+        # The images taken together: does the set look like a training collection?
+        table.attrs["collection"] = checks.collection.verdict(seen_distances)
+    return table
 
 
 @dataclass

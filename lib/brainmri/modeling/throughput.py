@@ -28,21 +28,19 @@ def _throughput(model, dataset, steps: int, warmup: int, batch_size: int) -> flo
 def run(settings: dict, steps: int, warmup: int) -> dict:
     """Images per second of the ReLU CNN on real and on synthetic batches.
 
-    ``settings`` are a chapter's parameters (the CLI passes the ReLU CNN chapter's).
+    ``settings`` are a chapter's parameters (the CLI passes the ReLU CNN chapter's); the
+    real batches come through the model chapters' own input path (``recipes.inputs_for``).
     """
+    from types import SimpleNamespace
+
     import tensorflow as tf
 
-    from brainmri.data import dataset as data
-    from brainmri.data.inputs import ModelInputs
-    from brainmri.data.pixels import PixelSpec
+    from brainmri.data.recipes import inputs_for
     from brainmri.modeling import builders, devices, training
 
     s = settings
     devices.seed_everything(s["seed"])
-    ds = data.load(s["dataset"], s["data_dir"], s["val_fraction"], s["seed"])
-    inputs = ModelInputs(ds, PixelSpec(s["image_size"], s["color_mode"], s["resample"], s["crop"]),
-                         normalization=s["normalization"], batch_size=s["batch_size"],
-                         augment=s["augment"], seed=s["seed"], splits=("train",))
+    inputs = inputs_for(SimpleNamespace(**s), splits=("train",))
     real = inputs.train().repeat()
     x = tf.random.normal((s["batch_size"], *inputs.spec.shape))
     y = tf.random.uniform((s["batch_size"],), 0, 4, dtype=tf.int32)
@@ -50,7 +48,8 @@ def run(settings: dict, steps: int, warmup: int) -> dict:
     results = {}
     for name, source in (("synthetic", synthetic), ("real", real)):
         model = builders.build("relu_cnn", inputs.spec.shape)
-        training.compile_model(model, training.FitConfig(1, s["learning_rate"], 1), steps)
+        training.compile_model(model, training.FitConfig.for_phase(s, 1, s["learning_rate"]),
+                               steps)
         results[name] = _throughput(model, source, steps, warmup, s["batch_size"])
     return {**{k: s[k] for k in ("dataset", "image_size", "color_mode", "batch_size",
                                  "augment")},

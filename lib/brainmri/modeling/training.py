@@ -8,9 +8,12 @@ twice (head only, then fine-tuning) and the history continues across phases.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -21,21 +24,33 @@ from brainmri.core.progress import enabled as progress_enabled
 
 @dataclass
 class FitConfig:
-    """One training phase. The first three come from the chapter's parameters; the rest
-    default to "off" (a plain Adam run with ReduceLROnPlateau)."""
+    """One training phase. Every field but ``jit_compile`` is a chapter parameter, so
+    none has a default here: params/base.yaml gives them (the ``training`` and
+    ``optimizer`` groups); ``for_phase`` fills them from a chapter's values."""
 
     epochs: int
-    learning_rate: float
+    learning_rate: float  # the peak rate of a cosine schedule
     patience: int  # early stopping on validation loss
-    reduce_lr_patience: int = 2
-    reduce_lr_factor: float = 0.5
-    schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau) or "cosine"
-    warmup_epochs: int = 0  # cosine only
-    label_smoothing: float = 0.0
-    weight_decay: float = 0.0  # > 0 switches Adam to AdamW
-    last_epoch: bool = False  # keep the last epoch's weights, not the best (a claim about epochs)
-    jit_compile: bool | None = None  # None: XLA on GPUs only (on CPU it compiles slower
-    #                                  than it trains for the report's short runs)
+    schedule: str  # "plateau" (ReduceLROnPlateau) or "cosine"
+    reduce_lr_patience: int  # plateau only
+    reduce_lr_factor: float  # plateau only
+    min_learning_rate: float  # plateau only
+    warmup_epochs: int  # cosine only
+    warmup_start: float  # cosine with warm-up: the first rate, as a share of the peak
+    cosine_floor: float  # cosine: the last rate, as a share of the peak
+    label_smoothing: float
+    weight_decay: float  # > 0 switches Adam to AdamW
+    restore_best: bool  # False: keep the last epoch's weights (a claim about epochs)
+    jit_compile: bool | None = None  # not a parameter: XLA on GPUs only (on CPU it
+    #                                  compiles slower than it trains for short runs)
+
+    @classmethod
+    def for_phase(cls, values: Mapping, epochs: int, learning_rate: float) -> FitConfig:
+        """A phase of ``epochs`` at ``learning_rate``; the other fields are read from a
+        chapter's parameter ``values`` (a transfer model's phases differ in those two)."""
+        own = {"epochs", "learning_rate", "jit_compile"}
+        return cls(epochs, learning_rate,
+                   **{f.name: values[f.name] for f in fields(cls) if f.name not in own})
 
 
 def _import_keras():
@@ -66,8 +81,8 @@ def compile_model(model, config: FitConfig, steps_per_epoch: int) -> None:
         total = max(1, config.epochs * steps_per_epoch)
         warmup = config.warmup_epochs * steps_per_epoch
         lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=lr if not warmup else lr * 0.1,
-            decay_steps=max(1, total - warmup), alpha=0.01,
+            initial_learning_rate=lr if not warmup else lr * config.warmup_start,
+            decay_steps=max(1, total - warmup), alpha=config.cosine_floor,
             warmup_target=lr if warmup else None, warmup_steps=warmup)
     optimizer = (keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
                  if config.weight_decay else keras.optimizers.Adam(lr))
@@ -107,6 +122,18 @@ class _EpochTimer:
         return Timer()
 
 
+def _best_checkpoint(path: Path):
+    """Keras' ModelCheckpoint (best validation loss), saving the classifier itself when
+    training wraps it (``modeling.adversarial``: the wrapper is not a model to keep)."""
+    keras = _import_keras()
+
+    class BestClassifier(keras.callbacks.ModelCheckpoint):
+        def set_model(self, model):
+            super().set_model(getattr(model, "classifier", model))
+
+    return BestClassifier(path, monitor="val_loss", save_best_only=True)
+
+
 def fit(model, inputs, config: FitConfig, out_dir: str | Path, phase: str = "train",
         continue_history: bool = False, verbose: int | None = None,
         recompile: bool = True) -> pd.DataFrame:
@@ -134,30 +161,39 @@ def fit(model, inputs, config: FitConfig, out_dir: str | Path, phase: str = "tra
     else:
         history_file.unlink(missing_ok=True)
         initial_epoch = 0
-    train_ds, val_ds = inputs.train(), inputs.eval("val")
+    # Stepping through a notebook, Keras shows its epoch lines; in a batch run (progress
+    # off) it stays silent: history.csv and fit.json in the model's folder are the
+    # training log, and the executed chapter keeps none of it.
+    if verbose is None:
+        verbose = 1 if progress_enabled() else 0
+    said = int(verbose > 0)  # the callbacks' own messages follow the same choice
+    # a source-adversarial wrapper (modeling.adversarial) also reads each image's source
+    train_ds = inputs.train(with_sources=getattr(model, "needs_sources", False))
+    val_ds = inputs.eval("val")
     steps = int(train_ds.cardinality().numpy())
     if recompile or getattr(model, "optimizer", None) is None:
         with strategy().scope():
             compile_model(model, config, steps)
     callbacks = [
-        _EpochTimer(len(inputs.arrays["train"][1]) if not inputs.balance
-                    else steps * inputs.batch_size),
+        _EpochTimer(steps * inputs.batch_size
+                    if inputs.balance or getattr(inputs, "balance_sources", False)
+                    else len(inputs.arrays["train"][1])),  # images an epoch shows
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                      restore_best_weights=not config.last_epoch, verbose=1),
-        keras.callbacks.ModelCheckpoint(out_dir / "best.keras", monitor="val_loss",
-                                        save_best_only=True),
+                                      restore_best_weights=config.restore_best, verbose=said),
+        _best_checkpoint(out_dir / "best.keras"),
         keras.callbacks.CSVLogger(history_file, append=True),
     ]
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=config.reduce_lr_factor,
-            patience=config.reduce_lr_patience, min_lr=1e-6, verbose=1))
-    if verbose is None:
-        verbose = 1 if progress_enabled() else 2
+            patience=config.reduce_lr_patience, min_lr=config.min_learning_rate, verbose=said))
     start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + config.epochs,
-              initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
-              shuffle=False)  # tf.data shuffles every epoch already
+    # Keras prints its epoch lines and callback messages on stdout: they go to stderr,
+    # which a run keeps in its notebooks and logs and the book leaves out.
+    with contextlib.redirect_stdout(sys.stderr):
+        model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + config.epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # tf.data shuffles every epoch already
     history = pd.read_csv(history_file)
     log["phases"].append({"phase": phase, "config": asdict(config),
                           "seconds": round(time.perf_counter() - start, 1),

@@ -1,6 +1,5 @@
-"""The report: profiles (``profiles``), the papermill series runner (``runner``), what
-a chapter calls (``notebook``, ``experiment``, ``claims``, ``tryout``), figures
-(``figures``), each chapter's generated "What we found" (``findings``), the environment
-record (``environment``), the book (``book``, ``sphinx_fixes``), one chapter as HTML
-(``export``) and the numbers generated into the README, the model card and the book's
-prose (``tables``). The top of the import graph: nothing imports it but the CLI."""
+"""The report, in the order a run goes through it: ``series`` runs the notebooks
+(profiles, runner, environment), ``studies`` holds what a chapter computes, ``show`` how
+results are shown (figures, findings, the README and model-card tables, the book) and
+``interactive`` the try-the-model widget. The top of the import graph: nothing imports
+it but the CLI."""

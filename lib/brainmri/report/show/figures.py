@@ -25,6 +25,8 @@ SPLIT_COLORS = {"train": "#34495e", "val": "#e67e22", "test": "#16a085"}
 BOOK_COLUMN_PX = 676
 #: Widest chart (inches, at 100 dpi) whose tick and legend labels stay >= 9 pt in the book.
 MAX_WIDTH = 10.0
+#: Thumbnails a row in an image grid: about 160 CSS px each in the book's column.
+THUMBNAILS_PER_ROW = 4
 #: seaborn "notebook" fonts x 1.2: ticks and legends 13.2 pt, so 9.3 pt at MAX_WIDTH.
 FONT_SCALE = 1.2
 
@@ -53,10 +55,12 @@ def class_balance(counts: pd.DataFrame, title: str = "") -> plt.Figure:
 
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
-               ncols: int = 6, size: float = 1.8, suptitle: str = "",
-               row_labels: Sequence[str] | None = None) -> plt.Figure:
-    """Images in a grid; grayscale (H, W, 1) and RGB (H, W, 3) both accepted."""
+               ncols: int = 6, size: float = 1.8, suptitle: str = "") -> plt.Figure:
+    """Images in a grid; grayscale (H, W, 1) and RGB (H, W, 3) both accepted. At most
+    :data:`THUMBNAILS_PER_ROW` a row, whatever ``ncols`` asks: more would shrink each
+    image, and its caption, to a few dozen pixels in the book's column."""
     n = len(images)
+    ncols = max(1, min(ncols, THUMBNAILS_PER_ROW, n))
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
     for ax in axes.flat:
@@ -66,15 +70,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
         img = np.asarray(img)
         ax.imshow(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img, cmap="gray")
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
-    if row_labels is not None:
-        for r, label in enumerate(row_labels):
-            axes[r, 0].axis("on")
-            axes[r, 0].set_xticks([])
-            axes[r, 0].set_yticks([])
-            for spine in axes[r, 0].spines.values():
-                spine.set_visible(False)
-            axes[r, 0].set_ylabel(label, fontsize=9)
+            ax.set_title(titles[i], fontsize=10)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
@@ -236,7 +232,7 @@ def curves_grid(histories: dict[str, pd.DataFrame]) -> plt.Figure:
             ax.plot(epochs, history[f"val_{metric}"], "o-", ms=3, color="#e67e22",
                     label="validation")
             if row == 0:
-                ax.set_title(tag, fontsize="medium")
+                ax.set_title(_wrap_tag(tag), fontsize="medium")
                 ax.set_yscale("log")
             ax.set_xlabel("epoch" if row == 1 else "")
             if col == 0:
@@ -274,10 +270,10 @@ def reliability_diagrams(items: dict[str, tuple], n_bins: int) -> plt.Figure:
             table = reliability(y, p, n_bins).dropna()
             ax.plot(table["confidence"], table["accuracy"], "o-", ms=3, color=color,
                     label=f"{label} (ECE {ece(y, p, n_bins):.3f})")
-        ax.set_title(tag, fontsize="medium")
+        ax.set_title(_wrap_tag(tag), fontsize="medium")
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
-        ax.legend(frameon=False, loc="upper left")
+        ax.legend(frameon=False, loc="best")
     fig.tight_layout()
     return fig
 
@@ -290,7 +286,7 @@ def roc_grid(curves: dict[str, dict]) -> plt.Figure:
         ax.plot([0, 1], [0, 1], color="#bbb", lw=1)
         for name, (fpr, tpr, auc) in per_class.items():
             ax.plot(fpr, tpr, color=CLASS_COLORS[name], lw=1.3, label=f"{name} {auc:.2f}")
-        ax.set_title(tag, fontsize="medium")
+        ax.set_title(_wrap_tag(tag), fontsize="medium")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         ax.legend(frameon=False, loc="lower right")
@@ -298,126 +294,173 @@ def roc_grid(curves: dict[str, dict]) -> plt.Figure:
     return fig
 
 
-def explanation_grid(raw: np.ndarray, maps: dict[str, np.ndarray], titles: list[str],
+#: JPEG quality and resolution of figures made of images (:func:`show_jpeg`): chapter
+#: 10's grid comes out about 730 px wide, a little over the book's column, at about
+#: 140 kB a model (the PNG of its 256 px maps: 1.5-1.8 MB).
+JPEG_QUALITY = 75
+JPEG_DPI = 100
+
+
+def show_jpeg(fig: plt.Figure) -> None:
+    """Show ``fig`` in the notebook as a JPEG, and close it. For figures made of images
+    (attribution maps over MRI slices), which PNG stores at 5-10 times the bytes; charts
+    stay PNG, which keeps their lines and text sharper and is smaller for them."""
+    import io
+
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg", dpi=JPEG_DPI, bbox_inches="tight",
+                pil_kwargs={"quality": JPEG_QUALITY})
+    plt.close(fig)
+    display(Image(data=buffer.getvalue(), format="jpeg"))
+
+
+def explanation_grid(raw: np.ndarray, maps: dict[str, np.ndarray], row_labels: list[str],
                      suptitle: str = "") -> plt.Figure:
-    """One row per image: the image, then each explainer's |attribution| map."""
+    """One row per image: the image, each explainer's |attribution| map, and Grad-CAM
+    drawn over the image (coarse regions read best in place). Five 1.4 in panels a row
+    keep the figure within the book's column with 10 pt labels."""
+    from brainmri.evaluation.explain import DISPLAY  # here: explain loads TensorFlow
     names = list(maps)
     n = len(raw)
-    fig, axes = plt.subplots(n, 1 + len(names), figsize=(1.9 * (1 + len(names)), 1.9 * n),
-                             squeeze=False)
+    size = 1.4
+    fig, axes = plt.subplots(n, 1 + len(names), figsize=(size * (1 + len(names)) + 0.6,
+                                                         size * n + 0.5), squeeze=False)
     for r in range(n):
         img = raw[r]
-        axes[r, 0].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
-        axes[r, 0].set_ylabel(titles[r], fontsize=7)
+        gray = img[..., 0] if img.shape[-1] == 1 else img
+        axes[r, 0].imshow(gray, cmap="gray")
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=10)
         for c, name in enumerate(names, 1):
-            m = np.abs(maps[name][r])
-            hi = np.percentile(m, 99.5) or 1.0
-            axes[r, c].imshow(np.clip(m / hi, 0, 1), cmap="inferno")
-            if r == 0:
-                axes[r, c].set_title(name, fontsize=8)
+            m = maps[name][r]
+            if name == "GradCAM":
+                axes[r, c].imshow(gray, cmap="gray")
+                h = np.maximum(m, 0)
+                axes[r, c].imshow(h / (h.max() or 1.0), cmap="jet", alpha=0.4)
+            else:
+                m = np.abs(m)
+                hi = np.percentile(m, 99.5) or 1.0
+                axes[r, c].imshow(np.clip(m / hi, 0, 1), cmap="inferno")
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0, 0].set_title("image", fontsize=8)
+    for c, name in enumerate(["image", *names]):
+        title = DISPLAY.get(name, name).replace(" ", "\n")  # narrow columns
+        if name == "GradCAM":  # the only map laid over the image
+            title += "\n(over the image)"
+        axes[0, c].set_title(title, fontsize=10)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=0.3, w_pad=0.3)
     return fig
 
 
+def external_cases(cases: pd.DataFrame, raw: np.ndarray, maps: np.ndarray) -> plt.Figure:
+    """Grad-CAM over Br35H tumour images a model missed and found (``explain.external_cases``),
+    one row per outcome, each panel titled with the class the model answered."""
+    titles = [f"{o}: {p.replace('_', ' ').replace('tumor', 'tumour')}"
+              for o, p in zip(cases["outcome"], cases["prediction"])]
+    return heatmap_overlays(raw, maps, titles, per_row=int(cases["outcome"].value_counts().max()))
+
+
 def heatmap_overlays(raw: np.ndarray, heatmaps: np.ndarray, titles: list[str],
-                     suptitle: str = "") -> plt.Figure:
-    """Heatmaps (e.g. Grad-CAM) over their images, one panel per image."""
+                     suptitle: str = "", per_row: int | None = None) -> plt.Figure:
+    """Heatmaps (e.g. Grad-CAM) over their images, one panel per image, ``per_row`` panels
+    a row (default: all in one row)."""
     n = len(raw)
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
-    for ax, img, heat, title in zip(axes[0], raw, heatmaps, titles):
+    cols = min(per_row or n, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, heat, title in zip(axes.ravel(), raw, heatmaps, titles):
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
         h = np.maximum(heat, 0)
         ax.imshow(h / (h.max() or 1.0), cmap="jet", alpha=0.4)
         ax.set_title(title, fontsize=8)
-        ax.axis("off")
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
 
 
-def explained_model(e) -> list[plt.Figure]:
-    """Chapter 10's figures for one model (an ``explain.ModelExplanation``): every
-    explainer's maps for the picked images, then Grad-CAM per class (``gradcam_by_class``)."""
+def explained_model(e) -> plt.Figure:
+    """Chapter 10's figure for one model (an ``explain.ModelExplanation``): every
+    explainer's map of each picked image (a correct and a misclassified one per class),
+    for the predicted class. One figure: Grad-CAM over the image is its last column, not
+    a second figure of the same maps. Show it with :func:`show_jpeg`."""
     ex = e.examples
-    titles = [f"true {t}\npred {p}" for t, p in zip(ex["label"], ex["prediction"])]
-    return [explanation_grid(e.raw, e.maps, titles, suptitle=e.tag), gradcam_by_class(e)]
+    labels = [f"true {t}" + ("" if t == p else f"\npred {p}")
+              for t, p in zip(ex["label"], ex["prediction"])]
+    return explanation_grid(e.raw, e.maps, labels, suptitle=_wrap_tag(e.tag, 60))
 
 
-def gradcam_by_class(e) -> plt.Figure:
-    """Grad-CAM over one test image per class (columns) and outcome (rows: correctly
-    classified, misclassified), for the predicted class; an empty panel when the model
-    misclassified no picked image of that class. ``e``: an ``explain.ModelExplanation``."""
-    ex = e.examples.reset_index(drop=True)
-    outcomes = ("correct", "misclassified")
-    fig, axes = plt.subplots(2, len(CLASS_NAMES), figsize=(2.35 * len(CLASS_NAMES), 5.4),
-                             squeeze=False)
-    for r, outcome in enumerate(outcomes):
-        for c, name in enumerate(CLASS_NAMES):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            rows = ex.index[(ex["label"] == name) & (ex["outcome"] == outcome)]
-            if c == 0:
-                ax.set_ylabel(outcome, fontsize=10)
-            if not len(rows):
-                ax.text(0.5, 0.5, f"no {outcome}\n{name} image", ha="center", va="center",
-                        fontsize=8, color="#7f8c8d", transform=ax.transAxes)
-                ax.set_title(f"true {name}", fontsize=8)
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
-                continue
-            k = rows[0]
-            img = e.raw[k]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
-            heat = np.maximum(e.maps["GradCAM"][k], 0)
-            ax.imshow(heat / (heat.max() or 1.0), cmap="jet", alpha=0.4)
-            pred = ex.loc[k, "prediction"]
-            ax.set_title(f"true {name}" + ("" if pred == name else f"\npred {pred}"),
-                         fontsize=8)
-    fig.suptitle(f"{e.tag}: Grad-CAM for the predicted class")
-    fig.tight_layout()
-    return fig
+def _wrap_tag(tag: str, width: int = 22) -> str:
+    """A model tag (``model-dataset``) as a panel title: on two lines, model then
+    dataset, when longer than ``width`` characters, so that neighbouring titles never
+    run into each other."""
+    model, _, dataset = tag.rpartition("-")
+    return f"{model}\n{dataset}" if len(tag) > width and model else tag
 
 
 def external_vs_home(table: pd.DataFrame, home: dict[str, str]) -> plt.Figure:
     """One row per model: external tumour sensitivity with its 95 % interval (columns
     ``external sensitivity``, ``external CI low``, ``external CI high``), next to home
     figures (``home``: legend label -> column). A model that only moved its threshold
-    gains on the left and loses on the right."""
-    names = list(table.index)[::-1]
-    t = table.loc[names]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 0.45 * len(names) + 1.4), sharey=True)
+    gains on the left and loses on the right. Both axes start at 0 and every bar is
+    labelled, so that a rate of 0 is seen; the legend goes under the chart."""
+    t = table.iloc[::-1]
+    prefix = _common_prefix(list(t.index))
+    names = [str(name)[len(prefix):] for name in t.index]
+    height = 0.45 * len(names) * (1 if len(home) == 1 else 1.25) + 2
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, height), sharey=True,
+                                      layout="constrained")
+    if prefix:
+        left.set_ylabel(f"{prefix}…")
     ext = t["external sensitivity"].to_numpy(float)
     err = np.vstack([ext - t["external CI low"].to_numpy(float),
                      t["external CI high"].to_numpy(float) - ext])
-    left.barh(names, ext, xerr=err, color="#c0392b", alpha=0.8, capsize=3)
-    left.set(xlim=(0, 1), xlabel="share of new Br35H tumours found",
-             title="external tumour sensitivity")
-    y = np.arange(len(names))
+    y = np.arange(len(names))  # positions, not names: two rows may share a name
+    bars = left.barh(y, ext, xerr=err, color="#c0392b", alpha=0.8, capsize=3)
+    left.set_yticks(y, names)
+    left.bar_label(bars, fmt="%.2f", padding=4, fontsize="small")
+    left.set(xlim=(0, 1.2), xticks=np.linspace(0, 1, 5),
+             xlabel="share of new Br35H\ntumours found",
+             title="external tumour\nsensitivity (Br35H)")
     height = 0.8 / len(home)
     for k, ((label, column), color) in enumerate(zip(home.items(), ("#34495e", "#16a085",
                                                                      "#e67e22"))):
-        right.barh(y - 0.4 + height * (k + 0.5), t[column], height=height, label=label,
-                   color=color)
-    right.set(xlim=(0.5, 1), title="home test (training dataset)")
-    right.legend(loc="lower left")
-    fig.tight_layout()
+        bars = right.barh(y + 0.4 - height * (k + 0.5), t[column].to_numpy(float),
+                          height=height, label=label, color=color)  # first legend entry on top
+        right.bar_label(bars, fmt="%.2f", padding=2, fontsize="small")
+    right.set(xlim=(0, 1.2), xticks=np.linspace(0, 1, 5), xlabel="rate",
+              title="home test\n(training dataset)")
+    fig.legend(*right.get_legend_handles_labels(), loc="outside lower center",
+               ncols=len(home), frameon=False)
     return fig
+
+
+def _common_prefix(names: list[str]) -> str:
+    """What every name starts with, up to its last ``+`` or ``-`` (``compact_cnn+ablation-``
+    for 08c's variants), so that a chart labels its rows by what differs; '' for one name."""
+    import os
+
+    if len(names) < 2:
+        return ""
+    prefix = os.path.commonprefix(names)
+    cut = max(prefix.rfind("+"), prefix.rfind("-"))
+    prefix = prefix[:cut + 1] if cut > 0 else ""
+    return prefix if all(len(name) > len(prefix) for name in names) else ""
 
 
 def claims_grid(versus: pd.DataFrame) -> plt.Figure:
     """Test accuracy per (colour mode, epochs) with its 95 % interval, and the report's
-    figure for the same cell as an open marker (``claims.versus_published``'s frame)."""
+    figure for the same cell as an open marker (``claims.versus_published``'s frame).
+    The legend goes under the chart, where it hides no interval."""
     t = versus.assign(color_mode=[s.split(",")[0] for s in versus.index],
                       epochs=[int(s.split(",")[1].split()[0]) for s in versus.index])
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = plt.subplots(figsize=(6.5, 4.4), layout="constrained")
     palette = sns.color_palette(n_colors=t["color_mode"].nunique())
     for k, ((mode, rows), color) in enumerate(zip(t.groupby("color_mode", sort=False),
                                                   palette)):
@@ -430,6 +473,6 @@ def claims_grid(versus: pd.DataFrame) -> plt.Figure:
                    edgecolors=color, s=60, label=f"{mode} (report 000)")
     ax.set(xticks=sorted(t["epochs"].unique()), xlabel="epochs", ylabel="test accuracy",
            title="ReLU CNN: colour mode and epochs")
-    ax.legend(loc="lower right", fontsize=9)
-    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2,
+               frameon=False, fontsize="small")
     return fig

@@ -25,79 +25,37 @@ and ``export_to`` ships the model.
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from brainmri.core.runfolder import ABLATION_PREFIX, model_tag
-from brainmri.data import dataset, duplicates
+from brainmri.data import dataset, recipes
 from brainmri.data.inputs import ModelInputs
-from brainmri.data.pixels import PixelSpec
+from brainmri.data.recipes import OTHER_DATASET, inputs_for
 from brainmri.evaluation import metrics, predictions, published
 from brainmri.modeling import builders, devices, ood, recalibrate, saved, training
-from brainmri.report import figures
-from brainmri.report.notebook import Params
+from brainmri.report.series.notebook import Params
+from brainmri.report.show import figures, frames
 
-OTHER_DATASET = {"sartaj": "nickparvar", "nickparvar": "sartaj"}
 SUMMARY_ROWS = ["accuracy", "loss", "precision_w", "recall_w", "f1_report", "f1_w",
                 "f1_macro", "auc_w", "fp", "fn"]
-
-
-def inputs_for(p: Params, splits=("train", "val", "test")) -> ModelInputs:
-    """The chapter's dataset at its input size, seeded, as tf.data pipelines."""
-    devices.seed_everything(p.seed)
-    ds = dataset.load(p.dataset, p.data_dir, p.val_fraction, p.seed, p.subset)
-    inputs = ModelInputs(ds, PixelSpec(p.image_size, p.color_mode, p.resample, p.crop),
-                         normalization=p.normalization, batch_size=p.batch_size,
-                         augment=p.augment, balance=p.balance, seed=p.seed, splits=splits)
-    if getattr(p, "drop_source", None):
-        _drop_source(inputs, p)
-    if getattr(p, "extra_training", None):
-        _add_training(inputs, p)
-    if getattr(p, "restyle", 0):
-        inputs.restyle_training(p.restyle, p.seed)
-    return inputs
-
-
-def _drop_source(inputs: ModelInputs, p: Params) -> None:
-    """Leave out the home training images that have a copy in the ``drop_source``
-    collection: when that collection feeds one class only (Br35H's no-tumour half in
-    Nickparvar, chapter 01c), its style is a shortcut to the class."""
-    home = inputs.dataset
-    other = dataset.load(p.drop_source, p.data_dir, p.val_fraction, p.seed)
-    train = home.split("train")
-    rule = {"max_distance": p.max_distance, "min_correlation": p.min_correlation}
-    pairs = duplicates.near_pairs(
-        duplicates.fingerprints(home.root, train["path"].tolist(), home.name),
-        duplicates.fingerprints(other.root, other.files["path"].tolist(), other.name), **rule)
-    drop = np.zeros(len(train), bool)
-    drop[pairs["i"].unique()] = True
-    inputs.drop_training(drop)
-    inputs.dropped = {"source": other.name, "dropped": int(drop.sum()),
-                      "by_class": train[drop].groupby("label").size().to_dict()}
-
-
-def _add_training(inputs: ModelInputs, p: Params) -> None:
-    """Another dataset's training and validation images join the training set, except
-    those with a near copy in the home validation or test images: a duplicate stays on
-    one side of every split."""
-    extra = dataset.load(p.extra_training, p.data_dir, p.val_fraction, p.seed, p.subset)
-    home = inputs.dataset
-    held_out = home.files[home.files["split"].isin(["val", "test"])]
-    candidates = extra.files[extra.files["split"].isin(["train", "val"])]
-    rule = {"max_distance": p.max_distance, "min_correlation": p.min_correlation}
-    pairs = duplicates.near_pairs(
-        duplicates.fingerprints(extra.root, candidates["path"].tolist(), extra.name),
-        duplicates.fingerprints(home.root, held_out["path"].tolist(), home.name), **rule)
-    kept = candidates.drop(candidates.index[pairs["i"].unique()])
-    inputs.add_training(extra.pixels_of(kept["path"], inputs.spec),
-                        kept["label"].map(home.spec.labels.index).to_numpy(np.int32))
-    inputs.extra = {"dataset": extra.name, "added": int(len(kept)),
-                    "dropped_as_copies": int(len(candidates) - len(kept))}
+SUMMARY_NAMES = {"accuracy": "accuracy", "loss": "loss (cross-entropy)",
+                 "precision_w": "precision (weighted)", "recall_w": "recall (weighted)",
+                 "f1_report": "F1 (report 000's global F1)", "f1_w": "F1 (weighted)",
+                 "f1_macro": "F1 (macro)", "auc_w": "AUC (weighted)",
+                 "fp": "false positives", "fn": "false negatives"}
+LAYER_COLUMNS = {"layer": "Layer", "type": "Type", "output": "Output shape",
+                 "parameters": "Weights", "trainable": "Trained"}
+PER_CLASS_COLUMNS = {"class": "Class", "precision": "Precision", "recall": "Recall",
+                     "f1": "F1", "support": "Images", "fp": "False pos.", "fn": "Missed",
+                     "auc": "AUC"}
 
 
 def build(p: Params, inputs: ModelInputs):
@@ -110,17 +68,18 @@ def build(p: Params, inputs: ModelInputs):
 
 def phases(p: Params) -> list[tuple[str, int | str | None, training.FitConfig]]:
     """(phase name, first trainable layer or None for all, fit settings) in order."""
+    values = p.values()
     if hasattr(p, "head_epochs"):
-        return [("head", "backbone", training.FitConfig(p.head_epochs, p.head_learning_rate,
-                                                        p.patience)),
-                ("finetune", p.unfreeze_from, training.FitConfig(
-                    p.finetune_epochs, p.finetune_learning_rate, p.patience))]
-    optional = {k: getattr(p, k) for k in ("schedule", "warmup_epochs", "weight_decay",
-                                          "label_smoothing") if hasattr(p, k)}
-    if hasattr(p, "restore_best"):
-        optional["last_epoch"] = not p.restore_best
-    return [("train", None, training.FitConfig(p.epochs, p.learning_rate, p.patience,
-                                               **optional))]
+        return [("head", "backbone", training.FitConfig.for_phase(values, p.head_epochs,
+                                                                  p.head_learning_rate)),
+                ("finetune", p.unfreeze_from, training.FitConfig.for_phase(
+                    values, p.finetune_epochs, p.finetune_learning_rate))]
+    return [("train", None, training.FitConfig.for_phase(values, p.epochs, p.learning_rate))]
+
+
+def planned_epochs(p: Params) -> int:
+    """The epochs the chapter's phases allow in all (what early stopping is measured by)."""
+    return p.head_epochs + p.finetune_epochs if hasattr(p, "head_epochs") else p.epochs
 
 
 @dataclass
@@ -139,8 +98,10 @@ class Result:
     def test(self) -> pd.DataFrame:
         return self.predictions["test"]
 
-    def architecture(self) -> pd.DataFrame:
-        return builders.layer_table(self.model)
+    def architecture(self):
+        """The layer table (shown)."""
+        return frames.table(builders.layer_table(self.model), LAYER_COLUMNS,
+                            counts=["parameters"])
 
     def augmentation(self, n: int = 4):
         """Training images before and after one random augmentation (figure)."""
@@ -149,25 +110,24 @@ class Result:
                                   ["original"] * n + [f"augmented ({self.p.augment})"] * n,
                                   ncols=n, size=2.0)
 
-    def curves(self) -> pd.DataFrame:
-        """Training curves (figure) and the epoch table."""
+    def curves(self) -> None:
+        """Training curves (figure); the epoch table stays in the model's history.csv."""
         figures.training_curves(self.history, f"{self.p.model_name} on {self.p.dataset}")
         plt.show()
-        return self.history[[c for c in ("phase", "loss", "accuracy", "val_loss",
-                                         "val_accuracy", "learning_rate", "seconds",
-                                         "images_per_s") if c in self.history]].round(4)
 
-    def test_results(self) -> pd.DataFrame:
+    def test_results(self):
         """Confusion matrices (figure), the per-class table, and the summary next to the
-        published figures (returned)."""
+        published figures (returned, shown)."""
         from IPython.display import display
 
         y, probs, _ = predictions.arrays(self.test)
         figures.confusion_matrices(y, probs.argmax(1),
                                    f"{self.p.model_name}: {self.p.dataset} test set")
         plt.show()
-        display(predictions.summarize(self.test)[1].round(3))
-        return self.versus_published()
+        per_class = predictions.summarize(self.test)[1].reset_index()
+        display(frames.table(per_class, PER_CLASS_COLUMNS, counts=["support", "fp", "fn"],
+                             decimals=["precision", "recall", "f1", "auc"]))
+        return self.versus_published_table()
 
     def versus_published(self) -> pd.DataFrame:
         """Our test figures next to the report's for the same model (or the best
@@ -181,26 +141,66 @@ class Result:
         return pd.DataFrame({"this run": ours, f"published: {name}": theirs}).reindex(
             SUMMARY_ROWS)
 
+    def versus_published_table(self):
+        """``versus_published`` as a table: measures by name, counts as integers, and
+        the test accuracy's count with its Wilson interval."""
+        versus = self.versus_published()
+        theirs = versus.columns[1]
+
+        def cell(measure, x):
+            if pd.isna(x):
+                return ""
+            return f"{int(x):,}" if measure in ("fp", "fn") else f"{x:.3f}"
+
+        rows = [{"measure": SUMMARY_NAMES[m], "ours": cell(m, versus.loc[m, "this run"]),
+                 "theirs": cell(m, versus.loc[m, theirs])} for m in SUMMARY_ROWS]
+        correct = int((self.test["prediction"] == self.test["label"]).sum())
+        rows.insert(1, {"measure": "correct test images (95 % CI, %)",
+                        "ours": frames.rate_column([correct], [len(self.test)])[0],
+                        "theirs": ""})
+        name = theirs.removeprefix("published: ")
+        return frames.table(pd.DataFrame(rows), {
+            "measure": "Measure", "ours": "This run",
+            "theirs": f"Published ({published.DISPLAY.get(name, name)})"})
+
     def calibration(self) -> pd.DataFrame:
         """ECE on test before and after the validation temperature; the external set's
-        accuracy when one was predicted (before removing images the datasets share)."""
+        accuracy when one was predicted (before removing images the datasets share).
+        ``correct`` and ``n`` count the images behind each row's rate."""
         y, probs, logits = predictions.arrays(self.test)
         rows = {f"{self.p.dataset} test": {
             "temperature": self.temperature, "ECE before": metrics.ece(y, probs, self.p.ece_bins),
             "ECE after": metrics.ece(y, metrics.softmax(logits, self.temperature),
                                      self.p.ece_bins),
-            "accuracy": metrics.accuracy(y, probs)}}
+            "accuracy": metrics.accuracy(y, probs),
+            "correct": int((probs.argmax(1) == y).sum()), "n": len(y)}}
         if "external" in self.predictions:
             frame = self.predictions["external"]
             ye, pe, _ = predictions.arrays(frame)
             rows[f"{frame['eval_dataset'].iloc[0]} test (external)"] = {
-                "accuracy": metrics.accuracy(ye, pe)}
+                "accuracy": metrics.accuracy(ye, pe),
+                "correct": int((pe.argmax(1) == ye).sum()), "n": len(ye)}
         if predictions.DETECTION_SPLIT in self.predictions:
             frame = self.predictions[predictions.DETECTION_SPLIT]
-            yd, pd_, _ = predictions.arrays(frame[frame["label"] == "tumour"])
+            tumours = frame[frame["label"] == "tumour"]
+            yd, pd_, _ = predictions.arrays(tumours)
             rows[f"{predictions.DETECTION_SPLIT} tumour images (all)"] = {
-                "tumour sensitivity": metrics.tumour_sensitivity(yd, pd_)}
+                "tumour sensitivity": metrics.tumour_sensitivity(yd, pd_),
+                "correct": int((tumours["prediction"] != "no_tumor").sum()),
+                "n": len(tumours)}
         return pd.DataFrame(rows).T
+
+    def calibration_table(self):
+        """``calibration`` as a table: one row per test set, its rate with the count and
+        Wilson interval, and the home set's temperature and ECE."""
+        table = self.calibration().rename_axis("test set").reset_index()
+        table["measure"] = ["tumour sensitivity" if pd.notna(row.get("tumour sensitivity"))
+                            else "accuracy" for _, row in table.iterrows()]
+        table["rate"] = frames.rate_column(table["correct"], table["n"])
+        return frames.table(table, {"test set": "Test set", "measure": "Measure",
+                                    "rate": "Count (95 % CI, %)", "temperature": "Temperature",
+                                    "ECE before": "ECE before", "ECE after": "ECE after"},
+                            decimals=["temperature", "ECE before", "ECE after"])
 
 
 def display_name(p: Params) -> str:
@@ -209,11 +209,28 @@ def display_name(p: Params) -> str:
     return f"{p.model_name}+{variant}" if variant else p.model_name
 
 
-def run(p: Params) -> Result:
-    """Train and evaluate the chapter's model; every file goes to ``p.run``."""
+def run(p: Params, reuse: bool = False) -> Result:
+    """Train and evaluate the chapter's model; every file goes to ``p.run``.
+
+    ``reuse``: take the model a previous call left in its folder when it was trained with
+    the same parameters by the same library (studies that train many models use it, so a
+    step stopped midway resumes where it stopped); never where training continues from
+    the returned model, whose optimizer a reused model lacks."""
+    devices.seed_everything(p.seed)
     inputs = inputs_for(p)
-    model = build(p, inputs)
     folder = p.run.model_dir(model_tag(display_name(p), p.dataset))
+    reused = _reuse_trained(p, folder) if reuse else None
+    if reused is not None:
+        return _evaluate_and_save(p, inputs, reused, folder, training.load_history(folder))
+    model = build(p, inputs)
+    if getattr(p, "pretrain_epochs", 0):
+        _pretrain(p, inputs, model, folder)
+    if getattr(p, "source_adversarial", 0):
+        from brainmri.modeling.adversarial import SourceAdversarial
+
+        if hasattr(p, "head_epochs"):
+            raise ValueError("source_adversarial trains one-phase models (not transfer models)")
+        model = SourceAdversarial(model, len(inputs.source_names), p.source_adversarial)
     history = None
     for i, (phase, unfreeze_from, config) in enumerate(phases(p)):
         if unfreeze_from == "backbone":
@@ -222,7 +239,85 @@ def run(p: Params) -> Result:
             training.set_trainable(model, unfreeze_from)
         history = training.fit(model, inputs, config, folder, phase=phase,
                                continue_history=i > 0)
+    model = getattr(model, "classifier", model)  # what is kept: never the adversary
+    _keep_trained(p, model, folder)
     return _evaluate_and_save(p, inputs, model, folder, history)
+
+
+#: A model as training left it, before evaluation touches it, and what it was trained
+#: with: a chapter that stops midway (a session's end, a crash) and runs again reuses the
+#: models it had finished instead of training them again (08c trains about thirty).
+TRAINED, TRAINED_KEY = "trained.keras", "trained.json"
+
+
+def _training_key(p: Params) -> dict:
+    from brainmri.report.series.runner import library_hash
+
+    values = {k: v for k, v in p.values().items() if k not in ("data_dir", "export_to")}
+    return {"params": json.loads(json.dumps(values, sort_keys=True, default=str)),
+            "library": library_hash()}
+
+
+def _keep_trained(p: Params, model, folder: Path) -> None:
+    from brainmri.core.files import atomic_path, atomic_write_json
+
+    with atomic_path(folder / TRAINED) as tmp:
+        model.save(tmp)
+    atomic_write_json(_training_key(p), folder / TRAINED_KEY)
+
+
+def _reuse_trained(p: Params, folder: Path):
+    """The model this folder's last training left, when it had the same parameters and
+    the same library; None otherwise (then the model is trained)."""
+    try:
+        recorded = json.loads((folder / TRAINED_KEY).read_text())
+    except (OSError, ValueError):
+        return None
+    if recorded != _training_key(p) or not (folder / TRAINED).exists():
+        return None
+    from brainmri.core.progress import enabled as progress_enabled
+
+    if progress_enabled():  # stepping through the notebook; a batch run's page stays clean
+        print(f"{display_name(p)}: reusing the model trained with these parameters "
+              f"({folder.name}/{TRAINED})", file=sys.stderr)
+    return saved.load_saved(folder / TRAINED)[0]
+
+
+def _pretrain(p: Params, inputs: ModelInputs, model, folder: Path) -> None:
+    """Self-supervised pretraining (``modeling.pretrain``, SimCLR) on the recipe's training
+    images, labels unread; its loss per epoch goes to the model folder's pretrain.json."""
+    from brainmri.core.files import atomic_write_json
+    from brainmri.modeling.pretrain import pretrain
+
+    start = time.perf_counter()
+    losses = pretrain(model, inputs.arrays["train"][0], epochs=p.pretrain_epochs,
+                      batch_size=p.batch_size, learning_rate=p.learning_rate,
+                      augment=p.pretrain_augment, normalization=p.normalization,
+                      temperature=p.pretrain_temperature, seed=p.seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json({"method": "SimCLR", "images": int(len(inputs.arrays["train"][0])),
+                       "epochs": p.pretrain_epochs, "loss": losses,
+                      "seconds": round(time.perf_counter() - start, 1)}, folder / "pretrain.json")
+
+
+#: What a lever model's training cost (``training_cost``): its columns in the levers table.
+COST = ("train seconds", "images seen", "pretrain seconds", "pretrain images seen", "image size")
+
+
+def training_cost(folder) -> dict:
+    """What training the model in ``folder`` cost (``fit.json``, ``pretrain.json``): wall
+    seconds of its supervised phases and the images they saw (images times epochs run),
+    the same for its self-supervised pretraining, and its input size. The shipped
+    recipe's training time is predicted from these (``predicted_minutes``)."""
+    phases = json.loads((folder / "fit.json").read_text())["phases"]
+    pretrain = folder / "pretrain.json"
+    pre = json.loads(pretrain.read_text()) if pretrain.exists() else {}
+    return dict(zip(COST, (
+        float(sum(ph["seconds"] for ph in phases)),
+        int(sum(ph["inputs"]["images"]["train"] * ph["epochs_run"] for ph in phases)),
+        float(pre.get("seconds", 0.0)),
+        int(pre.get("images", 0) * pre.get("epochs", 0)),
+        int(phases[0]["inputs"]["input_shape"][0]))))
 
 
 def continue_training(result: Result, epochs: int, variant: str) -> Result:
@@ -256,13 +351,70 @@ def _evaluate_and_save(p: Params, inputs: ModelInputs, model, folder: Path,
     temperature = metrics.fit_temperature(logits_val, y_val)
     saved.save(model, folder, saved.metadata(
         model, p.model_name, inputs, seed=p.seed, temperature=temperature,
-        ood=ood.sidecar_entry(logits_val),
+        ood=ood.sidecar_entry(logits_val, p.ood_false_alarm_rate),
         training={k: v for k, v in p.values().items() if k not in ("data_dir", "export_to")}))
     other = OTHER_DATASET[p.dataset] if p.external_dataset == "auto" else p.external_dataset
+    if other is not None and other == getattr(p, "hold_out_source", None):
+        other = None  # scored whole below, as the held-out collection
     frames.update(_predict_external(model, inputs, p, name, (other, p.external_binary)))
+    if getattr(p, "hold_out_source", None):
+        frames[predictions.HELD_OUT_SPLIT] = predictions.evaluate_external(
+            model, inputs, recipes.held_out_collection(p), p.run, name,
+            predictions.HELD_OUT_SPLIT)
+    _collection_check(p, inputs, model, folder)
     if p.export_to:
-        saved.export(folder, p.export_to)
+        _calibrate_shipped(p, saved.export(folder, p.export_to))
     return Result(p, inputs, model, folder, history, frames, temperature)
+
+
+def _calibrate_shipped(p: Params, target: Path) -> None:
+    """Calibrate and measure the shipped model's out-of-distribution checks as
+    ``python -m brainmri.modeling.ood --calibrate`` does (per-image limits on validation,
+    measured on test and non-MRI images; the collection check placed on half the home test
+    set and measured on Br35H's new tumour images), so that the run that ships a model
+    leaves no step to a person."""
+    argv = ["--calibrate", str(target)]
+    if p.data_dir:
+        argv += ["--data-dir", str(p.data_dir)]
+    excluded = p.run.external_exclusions(predictions.DETECTION_SPLIT)
+    if p.external_binary and excluded.exists():
+        argv += ["--external", p.external_binary, "--exclude", str(excluded)]
+    ood.calibrate_file(argv)
+
+
+def _collection_check(p: Params, inputs: ModelInputs, model, folder: Path) -> None:
+    """How often the collection check (``brainmri predict`` on 20 images or more) would
+    fire for this model on batches of its home test images and of Br35H's new tumour
+    images (issue 21), measured from its own embeddings: ``collection_check.json`` in the
+    model folder, which the benchmark reads. Skipped without Br35H or chapter 01c's list
+    of its images with a copy in training."""
+    import keras
+
+    from brainmri.core.files import atomic_write_json
+
+    excluded = p.run.external_exclusions(predictions.DETECTION_SPLIT)
+    if p.external_binary is None or not excluded.exists():
+        return
+    other = dataset.load(p.external_binary, p.data_dir, p.val_fraction,
+                         recipes.split_seed(p), p.subset)
+    seen = set(pd.read_csv(excluded)["path"])
+    new = other.files[(other.files["label"] == "tumour") & ~other.files["path"].isin(seen)]
+    external = ModelInputs(dataset.Dataset(other.name, other.root, other.inventory,
+                                           new.assign(split="test")),
+                           inputs.spec, normalization=inputs.normalization,
+                           batch_size=inputs.batch_size, seed=p.seed, splits=("test",))
+    embed = keras.Model(model.input, model.get_layer("logits").input)
+
+    def embeddings(source: ModelInputs, split: str):
+        return embed.predict(source.eval(split, with_labels=False), verbose=0)
+
+    rates = ood.collection_rates(embeddings(inputs, "train"), inputs.arrays["train"][1],
+                                 embeddings(inputs, "test"), embeddings(external, "test"),
+                                 p.seed)
+    if rates is not None:
+        atomic_write_json({**rates, "external_dataset": other.name,
+                           "external_images": int(len(new))},
+                          p.run.collection_check(folder.name))
 
 
 def _predict_external(model, inputs: ModelInputs, p: Params, model_name: str,
@@ -271,7 +423,8 @@ def _predict_external(model, inputs: ModelInputs, p: Params, model_name: str,
     ``model_name``; returns {split name: predictions frame}."""
     frames = {}
     for other in filter(None, datasets):
-        external = dataset.load(other, p.data_dir, p.val_fraction, p.seed, p.subset)
+        external = dataset.load(other, p.data_dir, p.val_fraction, recipes.split_seed(p),
+                                p.subset)
         frame = predictions.evaluate_external(model, inputs, external, p.run, model_name)
         frames[frame["split"].iloc[0]] = frame
     return frames
@@ -298,10 +451,10 @@ def with_reestimated_batchnorm(result: Result) -> Result:
 
 
 def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
-             repeat: str | None = None, seeds: list[int] = ()) -> pd.DataFrame:
+             repeat: list[str] = (), seeds: list[int] = ()) -> pd.DataFrame:
     """Train one model per variant (``base`` parameters with the variant's changes), and
     its batch-norm re-estimated twin when ``also_bn``; score them all like the benchmark.
-    The variant named ``repeat`` is trained again with each of ``seeds``.
+    The variants named in ``repeat`` are trained again with each of ``seeds``.
 
     One row per model: its recipe (variant name, ``+bn`` for the twin) and seed,
     validation accuracy (the only figure a choice may rest on), the home test and
@@ -309,7 +462,7 @@ def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
     """
     from brainmri.evaluation import benchmark
 
-    repeats = [{**v, "seed": seed} for v in variants if v["name"] == repeat
+    repeats = [{**v, "seed": seed} for v in variants if v["name"] in repeat
                for seed in seeds if seed != base["seed"]]
     names, recipes, model_seeds = [], [], []
     for variant in [*variants, *repeats]:
@@ -318,7 +471,7 @@ def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
         suffix = "" if seed == base["seed"] else f"-seed{seed}"
         p = Params(chapter="ablation", run=run_folder, **{
             **base, **changes, "variant": ABLATION_PREFIX + variant["name"] + suffix})
-        result = run(p)
+        result = run(p, reuse=True)
         names.append(display_name(p))
         recipes.append(variant["name"])
         if variant.get("also_bn"):
@@ -328,7 +481,8 @@ def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
     scores = benchmark.benchmark(run_folder, models=names, studies=True, **scoring)
     table = scores.pivot_table(index="model", columns="eval_set", aggfunc="first",
                                values=["accuracy", "tumour_sensitivity", "tumour_specificity",
-                                       "sens_ci_low", "sens_ci_high", "n"])
+                                       "sens_ci_low", "sens_ci_high", "n", "no_tumours",
+                                       "false_alarms", "tumours", "missed_tumours"])
     val = {name: _val_accuracy(run_folder, name, base["dataset"]) for name in names}
     out = pd.DataFrame({
         "recipe": pd.Series(recipes, index=names),
@@ -342,6 +496,12 @@ def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
         "external CI low": table.get(("sens_ci_low", "external_br35h")),
         "external CI high": table.get(("sens_ci_high", "external_br35h")),
         "external n": table.get(("n", "external_br35h")),
+        # the counts behind the rates (a specificity on 19 images must say so)
+        "test no-tumour images": table.get(("no_tumours", "test")),
+        "test false alarms": table.get(("false_alarms", "test")),
+        "dedup test no-tumour images": table.get(("no_tumours", "test_dedup")),
+        "dedup test false alarms": table.get(("false_alarms", "test_dedup")),
+        "external missed": table.get(("missed_tumours", "external_br35h")),
     })
     numeric = out.columns.drop("recipe")  # a set no variant was scored on: NaN, not None
     out[numeric] = out[numeric].apply(pd.to_numeric, errors="coerce")

@@ -36,8 +36,8 @@ from brainmri.core.errors import BrainMRIError
 from brainmri.core.files import atomic_write_json, atomic_write_text, read_json
 from brainmri.core.progress import ENV as PROGRESS_ENV
 from brainmri.core.runfolder import RunFolder, name_problem
-from brainmri.report.environment import describe_environment, git_revision
-from brainmri.report.profiles import (
+from brainmri.report.series.environment import describe_environment, git_revision
+from brainmri.report.series.profiles import (
     Step,
     check_overrides,
     check_values,
@@ -408,11 +408,17 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
     environment = read_json(folder.environment, {}) or {}
     environment.update({**describe_environment(), "profile": profile.name, "run": folder.name})
     environment["datasets"] = {**(environment.get("datasets") or {}), **data}
+    # each command that worked on this run folder (a long run resumed after a stop is one
+    # run in several sittings: the record says so, and at which revision each ran)
+    environment["invocations"] = [*(environment.get("invocations") or []),
+                                  {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                   "revision": revision, "library": lib_hash,
+                                   "cpu": environment["cpu"]}]
     atomic_write_json(environment, folder.environment)
     print(f"run {folder.name!r}: profile {profile.name!r}, {len(steps)} notebooks -> "
           f"{_shown(folder.root)} (logs in {_shown(folder.logs)})", flush=True)
     started_fresh = False
-    total_start = time.perf_counter()
+    total_start, sitting_start = time.perf_counter(), time.time()
     for i, step in enumerate(steps, 1):
         params = resolved[step.name]
         key = f"{params_hash(params, step.source)}-{lib_hash}"
@@ -424,26 +430,30 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
             print(f"{prefix}: unchanged since last run, skipped", flush=True)
             continue
         started_fresh = True
+        log = folder.step_log(step.name)
+        earlier, attempt = _earlier_attempts(previous, key, [output, log, folder.root / "models"],
+                                             until=sitting_start)
         start = time.perf_counter()
         base_entry = {"key": key, "library": lib_hash, "revision": revision,
-                      "cli_overrides": {k: v for k, v in overrides.items() if k in params}}
+                      "cli_overrides": {k: v for k, v in overrides.items() if k in params},
+                      "attempts": attempt, "cpu": environment["cpu"]}
         _record(folder, step, params, profile.name,
-                {**base_entry, "status": "running", "started": time.time()})
-        log = folder.step_log(step.name)
+                {**base_entry, "status": "running", "started": time.time(),
+                 "earlier_s": earlier})
         log.write_text(f"# step {step.name} of run {folder.name}, started "
                        f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         try:
             with _logging_to(log):
                 _execute(step, params, folder, output)
         except KeyboardInterrupt:  # Ctrl-C: record it, or state.json says "running" forever
-            seconds = round(time.perf_counter() - start, 1)
+            seconds = round(earlier + time.perf_counter() - start, 1)
             _record(folder, step, params, profile.name,
                     {**base_entry, "status": "interrupted", "seconds": seconds})
             print(f"{prefix}: interrupted ({seconds:.1f} s); rerun the same command to "
                   f"resume", flush=True)
             raise
         except Exception as exc:  # noqa: BLE001 - reported, then re-raised as a clean error
-            seconds = round(time.perf_counter() - start, 1)
+            seconds = round(earlier + time.perf_counter() - start, 1)
             failure = _failure(output, exc)
             with _logging_to(log):
                 if output.exists():
@@ -463,7 +473,7 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
             raise BrainMRIError(_failure_message(step, output, failure, log)) from None
         with _logging_to(log):
             finish_notebook(output, params, folder)
-        seconds = round(time.perf_counter() - start, 1)
+        seconds = round(earlier + time.perf_counter() - start, 1)
         _record(folder, step, params, profile.name, {**base_entry, "status": "ok",
                                                      "seconds": seconds})
         print(f"{prefix}: ok ({seconds:.1f} s)", flush=True)
@@ -473,6 +483,28 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
     print(f"done in {time.perf_counter() - total_start:.0f} s: {_shown(folder.root)}",
           flush=True)
     return folder.root
+
+
+def _earlier_attempts(previous: dict, key: str, traces: list[Path],
+                      until: float) -> tuple[float, int]:
+    """Seconds already spent on this step by unfinished attempts with the same code and
+    parameters, and the number of this attempt. A resumed study step reuses the models its
+    stopped attempt trained, so its last attempt alone would understate what it cost. A
+    process killed outright (a machine's restart) records no time: its attempt lasted until
+    the last file it wrote among ``traces`` (files, or folders searched through: training
+    writes each model's history every epoch; the notebook is saved only between outputs)
+    before ``until``, when this sitting began (later files are this sitting's own)."""
+    if previous.get("key") != key or previous.get("status") not in ("running", "interrupted",
+                                                                    "failed"):
+        return 0.0, 1
+    spent = previous.get("seconds")
+    if spent is None:  # killed while running: seconds include nothing yet
+        started = previous.get("started", time.time())
+        files = [f for t in traces for f in ([t] if t.is_file() else t.rglob("*"))]
+        last = max([started, *(m for f in files if f.is_file()
+                               and (m := f.stat().st_mtime) < until)])
+        spent = previous.get("earlier_s", 0.0) + max(0.0, last - started)
+    return float(spent), int(previous.get("attempts", 1)) + 1
 
 
 #: Exceptions that mean "this step cannot run here" rather than "something is broken":

@@ -14,6 +14,7 @@ runner with its profile's values, while each value is written in one place only.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError, ProfileError
 from brainmri.core.runfolder import RunFolder
-from brainmri.report import figures, profiles
+from brainmri.report.series import profiles
+from brainmri.report.show import figures
 
 
 class Params(SimpleNamespace):
@@ -65,10 +67,20 @@ def local_path(value: str | os.PathLike, name: str) -> Path:
     return path if path.is_absolute() else paths.project_root() / path
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def setup(chapter: str, params: dict[str, Any] | None = None,
           run_dir: str | None = None) -> Params:
     """Call once at the top of a chapter; returns its parameters and run folder."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's Python logger writes to the cell's stdout, and the chapters that train
+    # many small models trigger its "tf.function retracing" hint: a page is no log. A
+    # filter, not a level: TensorFlow sets the level to INFO when it first logs in Jupyter.
+    tf_logger = logging.getLogger("tensorflow")
+    if _errors_only not in tf_logger.filters:
+        tf_logger.addFilter(_errors_only)
     values = parameters(chapter, params)
     if values.get("data_dir"):
         values["data_dir"] = str(local_path(values["data_dir"], "data_dir"))

@@ -24,8 +24,8 @@ from brainmri.data.pixels import normalize
 from brainmri.data.sources import locate
 from brainmri.evaluation import explain
 from brainmri.modeling import inference, saved
-from brainmri.report import figures
-from brainmri.report.notebook import local_path
+from brainmri.report.series.notebook import local_path
+from brainmri.report.show import figures
 
 
 class TryoutError(BrainMRIError):
@@ -165,3 +165,13 @@ def app(model_path=None, start: str | Path | None = None):
     upload.observe(uploaded, names="value")
     button.on_click(typed)
     return w.VBox([w.HBox([upload, path_box, button]), out])
+
+
+def filed_under(path: Path) -> str | None:
+    """The class a file's folder names in any known dataset (None when it names none)."""
+    from brainmri.data.sources import DATASETS
+
+    for spec in DATASETS.values():
+        if path.parent.name in spec.class_folders:
+            return spec.class_folders[path.parent.name]
+    return None

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from brainmri.core import paths
 
@@ -41,6 +42,26 @@ def git_revision() -> str | None:
         return None
 
 
+#: Vector instruction sets that decide which oneDNN kernels TensorFlow runs on a CPU.
+VECTOR_SETS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+
+
+def describe_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model and vector instruction sets. Training is bit-reproducible on one
+    CPU, but another CPU can run other kernels whose float sums round differently, so a
+    model retrained after a move to another machine may differ: the record shows a move."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "flags" not in fields:  # not x86 (an ARM machine lists "Features"): no AVX to name
+        return fields.get("model name") or platform.processor() or platform.machine()
+    vectors = [name for name in VECTOR_SETS if name in fields["flags"].split()]
+    return f"{fields.get('model name', 'unknown')} ({', '.join(vectors) or 'no AVX'})"
+
+
 def _gpus() -> list[str]:
     """GPU names from nvidia-smi, without importing TensorFlow (slow) in the runner."""
     if not shutil.which("nvidia-smi"):
@@ -58,6 +79,7 @@ def describe_environment() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu": describe_cpu(),
         "gpus": _gpus(),
         "git_revision": git_revision(),
         "packages": {name: v for name in PACKAGES if (v := _version(name))},

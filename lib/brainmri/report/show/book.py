@@ -31,6 +31,8 @@ STAGE = Path("book") / "notebooks"
 STATIC = Path("_build") / "static"
 #: The MathJax component the book loads (the one Sphinx takes from a CDN by default).
 MATHJAX_BUNDLE = "tex-mml-chtml.js"
+#: MathJax's speech rule files the book keeps (its language, braille, their base).
+SPEECH_RULES = ("base.json", "en.json", "nemeth.json")
 #: Everything jupyter-book and Sphinx print (progress, library warnings): the console
 #: gets the book's location and Sphinx's own warnings and errors only.
 BUILD_LOG = Path("_build") / "book.log"
@@ -52,26 +54,48 @@ def _report_warnings(log: Path) -> int:
     return len(lines)
 
 
-def toc_notebooks(root: Path | None = None) -> list[str]:
-    """Stems of the executed notebooks that ``_toc.yml`` lists."""
+def toc_titles(root: Path | None = None) -> dict[str, str | None]:
+    """{stem: the title ``_toc.yml`` gives it, or None} for the executed notebooks it lists."""
     root = root or paths.project_root()
     toc = yaml.safe_load((root / "_toc.yml").read_text())
-    stems = []
+    titles = {}
     for part in toc.get("parts", []):
         for chapter in part.get("chapters", []):
             file = chapter.get("file", "")
             if file.startswith(STAGE.as_posix() + "/"):
-                stems.append(file.split("/")[-1])
-    return stems
+                titles[file.split("/")[-1]] = chapter.get("title")
+    return titles
 
 
-def stage_notebook(source: Path, target: Path) -> int:
+def toc_notebooks(root: Path | None = None) -> list[str]:
+    """Stems of the executed notebooks that ``_toc.yml`` lists."""
+    return list(toc_titles(root))
+
+
+def _retitle(nb, title: str) -> None:
+    """Give the page the title the table of contents gives it: one source notebook run
+    on two datasets (08b) would otherwise show two pages under one heading."""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        lines = cell.source.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("# "):
+                lines[i] = f"# {title}"
+                cell.source = "\n".join(lines)
+                return
+
+
+def stage_notebook(source: Path, target: Path, title: str | None = None) -> int:
     """Copy an executed notebook for the book without its stderr streams (TensorFlow's
     C++ log lines, library warnings): they are the run's log, not the chapter; the run
-    folder keeps them. Returns how many outputs were left out."""
+    folder keeps them. ``title`` replaces the page's first heading. Returns how many
+    outputs were left out."""
     import nbformat
 
     nb = nbformat.read(source, 4)
+    if title:
+        _retitle(nb, title)
     dropped = 0
     for cell in nb.cells:
         outputs = cell.get("outputs", [])
@@ -95,10 +119,10 @@ def stage(run_dir: Path, root: Path | None = None) -> list[str]:
         shutil.rmtree(target)
     target.mkdir(parents=True)
     missing = []
-    for stem in toc_notebooks(root):
+    for stem, title in toc_titles(root).items():
         source = run_dir / "notebooks" / f"{stem}.ipynb"
         if source.exists():
-            stage_notebook(source, target / f"{stem}.ipynb")
+            stage_notebook(source, target / f"{stem}.ipynb", title)
         else:
             missing.append(stem)
             title = stem.split("_", 1)[-1].replace("_", " ").replace("-", " ").capitalize()
@@ -126,15 +150,31 @@ def stage_mathjax(root: Path | None = None) -> Path:
 
     def unused(folder: str, names: list[str]) -> list[str]:
         """The other combined bundles and the SVG output (the book loads one bundle, which
-        renders with CHTML): a third of the size."""
+        renders with CHTML): a third of the size; and the speech rules of languages other
+        than the book's (MathJax's accessibility menu reads maths aloud in English or
+        as Nemeth braille here): 3 MB more."""
         if Path(folder) == source:
             return [n for n in names if n.endswith(".js") and n != MATHJAX_BUNDLE]
+        if Path(folder).name == "mathmaps":
+            return [n for n in names if n not in SPEECH_RULES]
         return [n for n in names if n.startswith("svg")] if Path(folder).name == "output" else []
 
     target = root / STATIC / "mathjax"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target, ignore=unused)
     return target
+
+
+#: What a previous build leaves that the next one could show: its pages, and myst-nb's
+#: glue cache (``<page>.glue.json``), which cross-page pastes read. myst-nb rewrites a
+#: page's cache only when the page glues something, so a run whose chapter lacks a key
+#: would silently show the previous run's value instead of failing the build.
+PREVIOUS_BUILD = ("_build/html", "_build/jupyter_execute")
+
+
+def clear_previous_build(root: Path) -> None:
+    for folder in PREVIOUS_BUILD:
+        shutil.rmtree(root / folder, ignore_errors=True)
 
 
 def build(run: str = "quick", results_root: Path | None = None, strict: bool = True) -> Path:
@@ -145,7 +185,7 @@ def build(run: str = "quick", results_root: Path | None = None, strict: bool = T
     if missing:
         print(f"note: run {run!r} has no executed notebook for: {', '.join(missing)} "
               f"(placeholder pages used)", file=sys.stderr)
-    shutil.rmtree(root / "_build" / "html", ignore_errors=True)  # no stale pages
+    clear_previous_build(root)
     jb = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(jb if jb.exists() else "jupyter-book"), "build", str(root), "--builder", "html",
            "--all", *(["-W", "-n", "--keep-going"] if strict else [])]
@@ -160,6 +200,9 @@ def build(run: str = "quick", results_root: Path | None = None, strict: bool = T
             + ("the warnings above name the pages" if shown else "see the end of the log")
             + f". Full output: {log}")
     html = root / "_build" / "html"
+    # The theme's source maps (3.5 MB) serve only someone debugging its minified files.
+    for source_map in (html / "_static").rglob("*.map"):
+        source_map.unlink()
     # Browsers ask for /favicon.ico whatever the page says, and the theme renders no icon
     # link here: serve the book's icon there too, so that no page logs a 404.
     favicon = yaml.safe_load((root / "_config.yml").read_text()).get("html", {}).get("favicon")

@@ -318,10 +318,12 @@ def _cross_problems(values: dict[str, Any], profile: Profile) -> list[str]:
     """Checks that need two parameters of one step."""
     problems = []
     variants, repeat = values.get("variants"), values.get("repeat")
-    if repeat is not None and isinstance(variants, list):
+    if isinstance(repeat, list) and isinstance(variants, list):
         names = [v.get("name") for v in variants if isinstance(v, dict)]
-        if repeat not in names:
-            problems.append(f"repeat={repeat!r}: not the name of a variant ({names})")
+        unknown = [r for r in repeat if r not in names]
+        if unknown:
+            problems.append(f"repeat={repeat!r}: {unknown} not the name of a variant "
+                            f"({names})")
     chapter, settings = values.get("base_chapter"), values.get("settings")
     if chapter in profile.defaults and isinstance(settings, dict):
         unknown = sorted(set(settings) - set(profile.defaults[chapter]))

@@ -1,0 +1,1 @@
+"""The interactive try-the-model widget (chapter 11)."""
