@@ -4,7 +4,10 @@ flag, at the false-alarm rate it is allowed on clean home test images (issue 21,
 
 Scores, each oriented so that higher means "unlike the training images": the energy of
 the logits, the Mahalanobis distance of the penultimate features (the sidecar's
-``ood.checks.embedding``), one minus the highest softmax probability, and the checks
+``ood.checks.embedding``), the distance of the L2-normalised features to their k-th
+nearest training image (Sun et al. 2022, "Out-of-distribution detection with deep
+nearest neighbors"; scikit-learn's NearestNeighbors over the model's training images),
+one minus the highest softmax probability, and the checks
 ``brainmri predict`` applies today (any warning). A limit for each score is the
 (1 - rate) quantile of its home test values; the share of external tumours above it is
 reported with its count. Ensemble disagreement needs several trained models of one recipe:
@@ -38,6 +41,9 @@ def main() -> None:
                         help="Br35H images with a copy in a training folder (chapter 01c)")
     parser.add_argument("--rates", default="0.003,0.01,0.05",
                         help="home false-alarm rates to compare at")
+    parser.add_argument("--neighbours", type=int, default=10,
+                        help="k of the k-th nearest training image distance")
+    parser.add_argument("--out", default=None, help="also write the table here (Markdown)")
     parser.add_argument("--run", default=None, help="a run folder holding --members' predictions")
     parser.add_argument("--members", default=None,
                         help="comma-separated model names of one recipe (its seeds), trained "
@@ -55,15 +61,29 @@ def main() -> None:
     model_path = Path(args.model) if args.model else inference.default_model()
     model, metadata = load_for_prediction(model_path)
     training = metadata["training"]
-    home = load(metadata["dataset"], args.data_dir, float(training["val_fraction"]),
-                int(training["seed"]))
+    split = int(training["seed"] if training.get("split_seed") is None
+                else training["split_seed"])  # the split the model was trained on
+    home = load(metadata["dataset"], args.data_dir, float(training["val_fraction"]), split)
     test = home.split("test")
+    fit_files = [home.root / p for p in home.split("train")["path"]]
+    if training.get("extra_training"):  # the recipe trained on that collection too
+        extra = load(training["extra_training"], args.data_dir,
+                     float(training["val_fraction"]), split)
+        fit_files += [extra.root / p for p in extra.split("train")["path"]]
     br35h = load("br35h", args.data_dir, 0.0, 0)
     seen = set(pd.read_csv(args.exclude)["path"])
     new = br35h.files[(br35h.files["label"] == "tumour") & ~br35h.files["path"].isin(seen)]
     checks = ood.checks_of(metadata)
     entry = metadata["ood"]
     batch = int(training["batch_size"])
+
+    from sklearn.neighbors import NearestNeighbors
+
+    def unit(e: np.ndarray) -> np.ndarray:
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+    fitted = inference.features(fit_files, model, metadata, batch, embedding=True)
+    neighbours = NearestNeighbors(n_neighbors=args.neighbours).fit(unit(fitted.embeddings))
 
     def scores(files) -> pd.DataFrame:
         f = inference.features(files, model, metadata, batch, embedding=True)
@@ -74,6 +94,8 @@ def main() -> None:
                  for s, d, e in zip(f.stats.to_dict("records"), distance, energy)]
         return pd.DataFrame({
             "energy": energy, "feature distance": distance,
+            f"{args.neighbours}-NN distance": neighbours.kneighbors(
+                unit(f.embeddings))[0][:, -1],
             "1 - max softmax": 1 - softmax(f.logits / temperature, axis=1).max(axis=1),
             "current checks": np.asarray(today, float)})
 
@@ -82,8 +104,10 @@ def main() -> None:
     print(f"home: {len(at_home)} {home.name} test images; external: {len(away)} new Br35H "
           f"tumour images; the current checks warn on {int(at_home['current checks'].sum())} "
           f"home and {int(away['current checks'].sum())} external images")
-    print(power(at_home[["energy", "feature distance", "1 - max softmax"]], away,
-                args.rates).to_markdown(index=False))
+    table = power(at_home.drop(columns="current checks"), away, args.rates)
+    print(table.to_markdown(index=False))
+    if args.out:
+        Path(args.out).write_text(table.to_markdown(index=False) + "\n")
 
 
 def power(at_home: pd.DataFrame, away: pd.DataFrame, rates: str) -> pd.DataFrame:

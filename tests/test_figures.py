@@ -114,6 +114,19 @@ def test_external_vs_home_shows_every_rate_from_zero_and_hides_none(home):
     assert left.get_ylabel() == "compact_cnn+ablation-…"
 
 
+def test_external_vs_home_labels_bars_with_their_counts_when_given():
+    """A specificity of 1.00 on 19 images must read 19/19, not 1.00."""
+    table = _external(3).assign(tumours=[756, 756, 756], healthy=[19, 405, 19])
+    fig = figures.external_vs_home(table, {"home specificity": "specificity"},
+                                   counts={"external sensitivity": "tumours",
+                                           "specificity": "healthy"})
+    left, right = fig.axes[:2]
+    # rows are drawn bottom-up: the table's last row first
+    assert [t.get_text() for t in left.texts] == ["151/756", "454/756", "756/756"]
+    assert [t.get_text() for t in right.texts] == ["19/19", "243/405", "0/19"]
+    assert not _title_overlaps(fig)
+
+
 def test_external_vs_home_keeps_rows_that_share_a_name_apart():
     table = _external(3).set_axis(["compact CNN", "compact CNN", "ReLU CNN"])
     fig = figures.external_vs_home(table, {"home specificity": "specificity"})

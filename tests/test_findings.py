@@ -95,6 +95,8 @@ def test_claim_verdict_needs_the_paired_test_and_the_seed_spread():
     assert findings.claim_verdict(0.013, 0.6, 0.03) == "not shown"  # report 000's RGB claim
     assert findings.claim_verdict(0.05, 0.01, 0.08) == "not shown"  # within the seed range
     assert findings.claim_verdict(-0.05, 0.01, 0.03) == "contradicted"
+    # no setting repeated over seeds: even a clear paired test supports nothing
+    assert findings.claim_verdict(0.2, 0.0001, float("nan")) == findings.NO_SPREAD
 
 
 def test_paired_test_counts_the_discordant_images():
@@ -116,6 +118,9 @@ def test_lever_effects_are_judged_against_the_seed_spread():
     assert effects.loc["crop", "reading"] == "within the seed spread"  # 7.9 < 8.2 points
     assert effects.loc["union", "reading"] == "beyond the seed spread"
     assert "baseline" not in effects.index and "baseline+bn" not in effects.index
+    # no recipe trained on several seeds: no spread to judge by, so no claim at all
+    alone = findings.lever_effects(table, "external sensitivity", yardstick=float("nan"))
+    assert set(alone["reading"]) == {findings.NO_SPREAD}
 
 
 def test_threshold_and_other_dataset_readings():

@@ -22,3 +22,13 @@ def test_numbers_and_percentages():
     assert glued.number(2870.0) == "2,870" and glued.number(1.25, 2) == "1.25"
     assert glued.percent(0.734) == "73.4 %" and glued.percent(math.nan) == "n/a"
     assert repr(glued.Text("73.4 %")) == "73.4 %"  # pasted without quotes
+
+
+def test_counts_with_a_thousands_separator_are_pasted_as_written():
+    """myst-nb's {glue:text} reads the pasted text as a literal: ``2,539`` must not become
+    the tuple ``(2, 539)``."""
+    from myst_nb.core.variables import format_plain_text
+
+    for value in ("2,539", "654 / 1,311", "73.4 %", "4", "0.95", "n/a"):
+        assert format_plain_text(repr(glued.Text(value)), "s").strip(glued.WORD_JOINER) == value
+    assert repr(glued.Text("73.4 %")) == "73.4 %"

@@ -109,6 +109,20 @@ def test_explanation_words_count_maps_denser_on_the_outline():
     assert words["xai_leader"] == "Grad-CAM (2 of 2 models)"
     assert words["xai_agree"] == "1 of 2"
     assert words["xai_head_denser"] == "2 of 3"
+    # a constant model is counted as explained, but none of its maps enters a figure
+    constant = pd.DataFrame({"model": ["c"], "explainer": ["GradCAM"], "n_images": 8,
+                             "n_sanity": 4, "flag_insensitive_to_weights": [True],
+                             "randomisation_similarity": [0.99], "mass_in_brain": [0.1],
+                             "area_in_brain": [0.6], "mass_on_contour": [0.5],
+                             "area_on_contour": 0.05})
+    words = headlines.explanation_words(pd.concat([xai, constant], ignore_index=True),
+                                        best, names, {"c"}, 0.5)
+    assert words["xai_n_models"] == "3" and words["xai_n_pairs"] == "4"
+    assert words["xai_outline"] == "2 of 3"
+    assert words["xai_outline_max"] == "2.40 times (Grad-CAM on the model B)"
+    assert words["xai_flagged"] == "1 of 3: SmoothGrad on model A"
+    assert words["xai_similarity"] == "0.20 to 0.90"
+    assert words["xai_head"] == "50 % to 90 %"
 
 
 def test_seed_spreads_read_the_levers_without_their_ensembles(tmp_path):
@@ -137,3 +151,14 @@ def test_the_br35h_table_shows_the_collection_check_where_measured():
     assert "collection check fired, home / Br35H" in html
     assert "92/2,000 / 2,000/2,000" in html
     assert html.count("2,000/2,000") == 1  # the others were not measured: empty cells
+
+
+def test_named_rows_mark_constant_models_and_every_collection_trained_on():
+    table = headlines.named(pd.DataFrame([
+        _row(SHIPPED, "test", trained_on="nickparvar+sartaj"),
+        _row("sigmoid_cnn-sartaj", "test", degenerate=True, trained_on="sartaj"),
+        _row("relu_cnn-sartaj", "test", trained_on=None),
+    ]))
+    assert list(table["name"]) == ["compact CNN (crop-union-bn)", "sigmoid CNN (constant)",
+                                   "ReLU CNN"]
+    assert list(table["trained_on"]) == ["Nickparvar + Sartaj", "Sartaj", "Sartaj"]

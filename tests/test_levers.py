@@ -74,6 +74,18 @@ def test_effects_beyond_the_widest_seed_range_only(table):
     assert "plain" not in e.index.get_level_values("lever")
 
 
+def test_a_lever_trained_on_one_seed_gives_no_claim_and_is_not_chosen(table):
+    one_seed = table[(table["lever"] != "gin") | (table["seed"] == 42)]
+    s = levers.spread(one_seed)
+    assert s.loc["gin", "seeds"] == 1
+    e = levers.effects(s, "plain").set_index(["lever", "reading"])
+    gin = e.loc["gin"]
+    assert set(gin["verdict"]) == {"one seed: no claim"}
+    assert gin["seed range"].isna().all()
+    assert e.loc[("bigaug", "dedup test accuracy"), "verdict"] == "hurts"  # 3 seeds each
+    assert levers.chosen(s, levers.effects(s, "plain"), "plain") != "gin"
+
+
 def test_the_choice_rests_on_the_held_out_collection_alone(table):
     s = levers.spread(table)
     assert levers.chosen(s, levers.effects(s, "plain"), "plain") == "gin"

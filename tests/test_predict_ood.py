@@ -131,7 +131,8 @@ def calibrated(trained_run):
     entry["checks"]["collection"] = ood.calibrate_collection(
         model, {**meta, "ood": entry}, {"scans": home[:200], "more scans": home[200:]}, 16,
         seed=3, external=external,
-        external_name="inverted scans", workers=2)
+        external_name="inverted scans", workers=2,
+        external_healthy=[255 - image for image in _scans(25, seed=14)[0]])
     return entry
 
 
@@ -305,6 +306,27 @@ def test_collection_limit_lets_through_the_asked_share_of_clean_batches():
         ood.batch_means(clean[:19], 20, 10, seed=0)
 
 
+def test_larger_sets_alarm_less_at_home_and_fire_more_on_a_shift():
+    """The limit placed for sets of 20 read on sets of 50 and 100: a larger set's mean
+    varies less, so clean sets reach it less often and shifted ones more often."""
+    rng = np.random.default_rng(0)
+    clean = rng.gamma(9.0, 1.0, 40_000)
+    limit = ood.collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)
+    home = ood.firing_by_size(limit, clean[20_000:], seed=2)
+    assert list(home) == ["20", "50", "100"]
+    assert home["20"]["share"] > home["50"]["share"] > home["100"]["share"]
+    assert home["20"]["n"] == ood.COLLECTION_DRAWS and home["100"]["share"] <= 0.01
+    shifted = ood.firing_by_size(limit, clean[20_000:] * 1.2, seed=2)
+    assert shifted["20"]["share"] < shifted["50"]["share"] < shifted["100"]["share"]
+    assert list(ood.firing_by_size(limit, clean[:60], seed=2)) == ["20", "50"]  # too few
+
+
+def test_mixed_sets_hold_as_many_home_as_external_images():
+    rng = np.random.default_rng(0)
+    mixed = ood.mixed_distances(np.zeros(300), np.ones(40), rng)
+    assert len(mixed) == 80 and mixed.sum() == 40
+
+
 def test_collection_verdict_and_its_message():
     check = ood.Collection({"batch": 20, "max": 10.0, "false_alarm_rate": 0.05,
                             "measured": {"external": {"dataset": "Br35H", "tumours": 756,
@@ -336,17 +358,29 @@ def test_predict_says_when_a_set_of_images_looks_like_a_new_collection(
     assert {k: v["images"] for k, v in home.items()} == {"scans": 100, "more scans": 40}
     assert measured["external"]["batches"]["share"] == 1.0
     assert measured["external"]["tumours"] == 40
+    # every set at every size it can fill: home halves, external tumours, mixed sets
+    by_size = measured["by_size"]
+    assert by_size["scans test, held-out half"]["images"] == 100
+    assert set(by_size["scans test, held-out half"]) == {"images", "20", "50", "100"}
+    assert by_size["half scans test, half inverted scans tumours"]["images"] == 80
+    assert set(by_size["half scans test, half inverted scans tumours"]) == {"images", "20", "50"}
+    assert by_size["inverted scans tumours, no training copy"]["20"]["share"] == 1.0
+    assert set(by_size["inverted scans no tumour, no training copy"]) == {"images", "20"}
     model = _model_with(tmp_path, trained_run, calibrated)
     clean, _ = _scans(24, seed=99)
-    code, _, err = _predict(capsys, _save(tmp_path / "like", {
+    code, out, err = _predict(capsys, _save(tmp_path / "like", {
         f"scan{i}": image for i, image in enumerate(clean)}), "--model", model)
     assert code == 0 and "collection" not in err
+    assert set(pd.read_csv(io.StringIO(out))["collection"]) == {"like training"}
     inverted = {f"inv{i}": 255 - image for i, image in enumerate(clean)}
-    code, _, err = _predict(capsys, _save(tmp_path / "new", inverted), "--model", model)
+    code, out, err = _predict(capsys, _save(tmp_path / "new", inverted), "--model", model)
     assert code == 0 and "look like a collection the model was not trained on" in err
+    assert set(pd.read_csv(io.StringIO(out))["collection"]) == {"new collection"}
     few = dict(list(inverted.items())[:19])
-    code, _, err = _predict(capsys, _save(tmp_path / "few", few), "--model", model)
+    code, out, err = _predict(capsys, _save(tmp_path / "few", few), "--model", model)
     assert code == 0 and "collection" not in err
+    assert set(pd.read_csv(io.StringIO(out))["collection"]) == {
+        "not judged (fewer than 20 images)"}
 
 
 def test_collection_rates_fire_on_a_shifted_collection_and_rarely_at_home():

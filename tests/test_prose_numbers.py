@@ -417,3 +417,24 @@ def test_the_readme_gives_the_shipped_models_measured_warning_rates(tmp_path):
     assert "fires on 92 of 2,000 random sets of 20 drawn from the other half (655 images" in text
     assert "on 1,987 of 2,000 sets of Br35H's new tumour images" in text
     assert "Sartaj's test folder on 1,500 of 2,000" in text
+
+
+def test_the_card_tables_the_collection_check_per_set_and_size(tmp_path):
+    r, root = make_run(tmp_path)
+    assert blocks.card_collection(r) == ""  # no by-size measurement: no table
+    sidecar = json.loads((root / "models" / "brainmri_compact.json").read_text())
+    sidecar["ood"]["checks"]["collection"]["false_alarm_rate"] = 0.05
+    sidecar["ood"]["checks"]["collection"]["measured"]["by_size"] = {
+        "nickparvar test, held-out half": {
+            "images": 656, "20": {"n": 2000, "warned": 92, "share": 0.046},
+            "50": {"n": 2000, "warned": 4, "share": 0.002}},
+        "Br35H no tumour, no training copy": {
+            "images": 21, "20": {"n": 2000, "warned": 104, "share": 0.052}}}
+    (root / "models" / "brainmri_compact.json").write_text(json.dumps(sidecar))
+    text = blocks.card_collection(tables.RunFiles.load(r.folder, root))
+    assert "each rate counts 2,000 random sets" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| images scored | images | sets of 20 flagged | sets of 50 flagged |"
+    assert rows[1] == ("| Nickparvar test, held-out half | 656 | 92/2,000 (4.6 %) "
+                       "| 4/2,000 (0.2 %) |")
+    assert rows[2] == "| Br35H no tumour, no training copy | 21 | 104/2,000 (5.2 %) |  |"

@@ -359,7 +359,8 @@ def predict_files(files: Sequence[Path], model, metadata: dict, batch_size: int,
     """One row per file, in the order of ``files``: the prediction and calibrated class
     probabilities, or an error. With a calibrated collection check in the sidecar,
     ``table.attrs["collection"]`` holds its verdict on the readable images together
-    (None below its batch size).
+    (None below its batch size), and a ``collection`` column says it on every readable
+    row: ``new collection``, ``like training`` or ``not judged (fewer than N images)``.
 
     ``metadata`` must have passed ``saved.check_sidecar``. Without an ``ood`` entry no
     image is flagged as out of distribution, and without ``ood.checks`` only the energy
@@ -407,7 +408,12 @@ def predict_files(files: Sequence[Path], model, metadata: dict, batch_size: int,
                               kind="stable").reset_index(drop=True)
     if checks is not None and checks.collection is not None:
         # The images taken together: does the set look like a training collection?
-        table.attrs["collection"] = checks.collection.verdict(seen_distances)
+        verdict = checks.collection.verdict(seen_distances)
+        table.attrs["collection"] = verdict
+        # the same verdict on every readable row, so that a script reading the CSV sees it
+        word = (f"not judged (fewer than {checks.collection.batch} images)" if verdict is None
+                else "new collection" if verdict["new"] else "like training")
+        table["collection"] = np.where(table["error"] == "", word, "")
     return table
 
 

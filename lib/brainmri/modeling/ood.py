@@ -82,6 +82,10 @@ COLLECTION_BATCH = 20
 COLLECTION_FALSE_ALARM_RATE = 0.05
 #: Random batches drawn to place that limit (and to measure its firing rates).
 COLLECTION_DRAWS = 2000
+#: Set sizes the check's rates are also measured at, with the limit placed for
+#: ``COLLECTION_BATCH``: the mean of a larger set varies less, so it alarms less at home
+#: and fires more on a shifted collection.
+COLLECTION_SIZES = (20, 50, 100)
 
 #: Grey-level standard deviation (0..255 scale) below which an image is "near-constant".
 #: Real slices have a black background and a bright head (std ~40-70); a blank, black or
@@ -403,6 +407,25 @@ def firing(limit: float, seed: int):
     return fired
 
 
+def firing_by_size(limit: float, distances, seed: int,
+                   sizes: Sequence[int] = COLLECTION_SIZES) -> dict:
+    """``firing`` at each set size in ``sizes`` that ``distances`` can fill: size ->
+    batches drawn, batches over ``limit``, share."""
+    d = np.asarray(distances, np.float64)
+    return {str(size): _share(int((batch_means(d, size, COLLECTION_DRAWS, seed + 1)
+                                   > limit).sum()), COLLECTION_DRAWS)
+            for size in sizes if len(d) >= size}
+
+
+def mixed_distances(home, away, rng: np.random.Generator) -> np.ndarray:
+    """Half ``home``, half ``away`` (as many of each, at random): a folder in which a new
+    scanner's images sit beside images like the training ones."""
+    home, away = np.asarray(home, np.float64), np.asarray(away, np.float64)
+    k = min(len(home), len(away))
+    return np.concatenate([rng.choice(home, k, replace=False),
+                           rng.choice(away, k, replace=False)])
+
+
 def collection_rates(train_embeddings, train_labels, home_test_embeddings,
                      external_embeddings, seed: int) -> dict | None:
     """The collection check measured for one model from its embeddings alone (issue 21,
@@ -640,7 +663,8 @@ def _share(warned: int, n: int) -> dict:
 
 def calibrate_collection(model, metadata: dict, home_test: dict[str, Sequence],
                          batch_size: int, seed: int, external: Sequence = (),
-                         external_name: str = "", workers: int | None = None) -> dict:
+                         external_name: str = "", workers: int | None = None,
+                         external_healthy: Sequence = ()) -> dict:
     """The sidecar's ``ood.checks.collection``.
 
     ``home_test``: clean test images of the collections the model trained on (name ->
@@ -651,7 +675,16 @@ def calibrate_collection(model, metadata: dict, home_test: dict[str, Sequence],
     folder: Sartaj's does, chapter 09); firing on batches of ``external`` images (tumour
     images of a collection the model did not train on), with how many of those tumours
     the model finds. ``metadata`` must hold the calibrated checks (their embedding entry
-    gives the distances)."""
+    gives the distances). ``by_size`` gives the firing rates at every size of
+    ``COLLECTION_SIZES`` on each set, on ``external_healthy`` (no-tumour images of that
+    collection without a training copy) and on sets half home, half external tumours.
+
+    Written here rather than taken from a drift library: alibi-detect and frouros pin
+    TensorFlow or NumPy versions the project cannot take, and the statistic (a mean of the
+    distances the per-image check already computes, against a quantile of random home
+    sets) is a few lines of NumPy; "Failing Loudly" (Rabanser et al. 2019) found
+    two-sample tests on a model's own features among the strongest detectors of such
+    shifts."""
     from brainmri.modeling.inference import features
 
     checks = checks_of(metadata)
@@ -673,13 +706,26 @@ def calibrate_collection(model, metadata: dict, home_test: dict[str, Sequence],
     for name, (a, b) in list(halves.items())[1:]:
         both = np.concatenate([a, b])
         measured["home_test_batches"][name] = {**fired(both), "images": int(len(both))}
+    held_out = halves[own][1]
+    sets = {f"{own} test, held-out half": held_out}
+    sets.update({f"{name} test": np.concatenate(h) for name, h in list(halves.items())[1:]})
     if len(external):
         e = features(list(external), model, metadata, batch_size, workers, embedding=True)
         found = int((e.logits.argmax(axis=1) != NO_TUMOUR_INDEX).sum())
+        away = checks.distances(e.embeddings)
         measured["external"] = {"dataset": external_name,
-                                "batches": fired(checks.distances(e.embeddings)),
+                                "batches": fired(away),
                                 "tumours": int(len(e.logits)), "tumours_found": found,
                                 "tumour_sensitivity": round(found / len(e.logits), 4)}
+        sets[f"{external_name} tumours, no training copy"] = away
+        sets[f"half {own} test, half {external_name} tumours"] = mixed_distances(
+            held_out, away, rng)
+    if len(external_healthy):
+        h = features(list(external_healthy), model, metadata, batch_size, workers,
+                     embedding=True)
+        sets[f"{external_name} no tumour, no training copy"] = checks.distances(h.embeddings)
+    measured["by_size"] = {name: {"images": int(len(d)), **firing_by_size(limit, d, seed)}
+                           for name, d in sets.items()}
     return {"batch": COLLECTION_BATCH, "false_alarm_rate": COLLECTION_FALSE_ALARM_RATE,
             "statistic": "mean Mahalanobis distance of the set's embeddings", "max": limit,
             "measured": measured}
@@ -722,8 +768,8 @@ def measure(model, metadata: dict, home_test: Sequence, non_mri: Sequence,
 # ---------------------------------------------------------- command line
 
 
-def _external_tumours(args) -> list[Path]:
-    """The tumour images of ``--external`` (an evaluation-only dataset) without a copy in
+def _external_tumours(args, label: str = "tumour") -> list[Path]:
+    """The ``label`` images of ``--external`` (an evaluation-only dataset) without a copy in
     any training folder (the list chapter 01c writes, ``--exclude``): external only if
     the model never saw them."""
     if not args.external:
@@ -739,7 +785,7 @@ def _external_tumours(args) -> list[Path]:
                             f"got {exclude}")
     data = load(args.external, args.data_dir, 0.0, 0)
     seen = set(pd.read_csv(exclude)["path"])
-    files = data.files[(data.files["label"] == "tumour") & ~data.files["path"].isin(seen)]
+    files = data.files[(data.files["label"] == label) & ~data.files["path"].isin(seen)]
     return [data.root / p for p in files["path"]]
 
 
@@ -809,7 +855,7 @@ def _calibrate(args) -> dict:
     entry["checks"]["collection"] = calibrate_collection(
         model, {**metadata, "ood": entry}, home_test, batch_size, seed, external,
         sources.DISPLAY.get(args.external, args.external or ""),
-        args.workers)
+        args.workers, _external_tumours(args, "no_tumor") if external else ())
     if not args.dry_run:
         print(f"written to {update_sidecar(model_file, 'ood', entry)}", file=sys.stderr)
     return entry

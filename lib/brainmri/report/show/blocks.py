@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError
 from brainmri.core.files import atomic_write_text
@@ -225,6 +227,52 @@ def card_failures(r: RunFiles) -> str:
     return "\n".join(wrap(item, "- ", "  ") for item in items)
 
 
+def collection_frame(sidecar: dict) -> pd.DataFrame | None:
+    """How often a model's collection check fires, per set of images and set size (its
+    sidecar's ``ood.checks.collection.measured.by_size``): one row per set, with the
+    images it holds and, per size, ``k/n (share)`` of random sets flagged (blank where
+    the set is too small); None when the sidecar holds no such measurement."""
+    c = sidecar.get("ood", {}).get("checks", {}).get("collection") or {}
+    by_size = (c.get("measured") or {}).get("by_size")
+    if not by_size:
+        return None
+    sizes = sorted({size for row in by_size.values() for size in row if size != "images"},
+                   key=int)
+
+    def shown(name: str) -> str:
+        for code, display in DATASETS.items():
+            name = name.replace(code, display)
+        return name
+
+    return pd.DataFrame([
+        {"images scored": shown(name), "images": count(row["images"]),
+         **{f"sets of {s} flagged": ("" if s not in row else
+                                     f"{count(row[s]['warned'])}/{count(row[s]['n'])} "
+                                     f"({percent(row[s]['share'])})") for s in sizes}}
+        for name, row in by_size.items()])
+
+
+def card_collection(r: RunFiles) -> str:
+    """Model card: :func:`collection_frame` of the shipped model, as a table."""
+    frame = collection_frame(r.sidecar)
+    if frame is None:
+        return ""
+    c = r.sidecar["ood"]["checks"]["collection"]
+    lines = ["| " + " | ".join(frame.columns) + " |",
+             "|---|" + "---:|" * (len(frame.columns) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in frame.astype(str).to_numpy()]
+    return wrap(f"The limit is placed for sets of {c['batch']}, so that "
+                f"{percent(c['false_alarm_rate'])} of random sets of held-out home test "
+                f"images reach it; each rate counts "
+                f"{count(_draws(c['measured']['by_size']))} random sets, which overlap "
+                "when the images are few.") + "\n\n" + "\n".join(lines)
+
+
+def _draws(by_size: dict) -> int:
+    """The number of random sets behind each rate of ``by_size`` (the same for all)."""
+    return next(v["n"] for row in by_size.values() for k, v in row.items() if k != "images")
+
+
 def readme_checks(r: RunFiles) -> str:
     """README, Classifying your own images: what the shipped model's out-of-distribution
     checks measured (its sidecar's ``ood.checks``), per image and per collection."""
@@ -284,7 +332,7 @@ BLOCKS: dict[str, dict[str, Callable[[RunFiles], str]]] = {
         "ablation-note": card_ablation_note,
         "ablation": lambda r: "" if r.ablation is None else ablation_table(r.ablation),
         "levers-note": card_levers_note,
-        "failures": card_failures},
+        "failures": card_failures, "collection": card_collection},
 }
 
 

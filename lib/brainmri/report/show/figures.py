@@ -404,13 +404,26 @@ def _wrap_tag(tag: str, width: int = 22) -> str:
     return f"{model}\n{dataset}" if len(tag) > width and model else tag
 
 
-def external_vs_home(table: pd.DataFrame, home: dict[str, str]) -> plt.Figure:
+def external_vs_home(table: pd.DataFrame, home: dict[str, str],
+                     counts: dict[str, str] | None = None) -> plt.Figure:
     """One row per model: external tumour sensitivity with its 95 % interval (columns
     ``external sensitivity``, ``external CI low``, ``external CI high``), next to home
     figures (``home``: legend label -> column). A model that only moved its threshold
     gains on the left and loses on the right. Both axes start at 0 and every bar is
-    labelled, so that a rate of 0 is seen; the legend goes under the chart."""
+    labelled, so that a rate of 0 is seen; the legend goes under the chart. ``counts``
+    (plotted column -> column of its number of cases) labels those bars ``k/n`` instead
+    of a bare rate: a specificity of 1.00 on 19 images reads 19/19."""
+    counts = counts or {}
     t = table.iloc[::-1]
+
+    def labels(column: str, rates: np.ndarray) -> list[str]:
+        if column not in counts:
+            return [f"{r:.2f}" for r in rates]
+        cases = t[counts[column]].to_numpy(float)
+        return ["" if np.isnan(r) or np.isnan(n) else f"{round(r * n):.0f}/{n:.0f}"
+                for r, n in zip(rates, cases)]
+
+    limit = 1.4 if counts else 1.2  # room for "756/756" beside a full bar
     prefix = _common_prefix(list(t.index))
     names = [str(name)[len(prefix):] for name in t.index]
     height = 0.45 * len(names) * (1 if len(home) == 1 else 1.25) + 2
@@ -424,17 +437,19 @@ def external_vs_home(table: pd.DataFrame, home: dict[str, str]) -> plt.Figure:
     y = np.arange(len(names))  # positions, not names: two rows may share a name
     bars = left.barh(y, ext, xerr=err, color="#c0392b", alpha=0.8, capsize=3)
     left.set_yticks(y, names)
-    left.bar_label(bars, fmt="%.2f", padding=4, fontsize="small")
-    left.set(xlim=(0, 1.2), xticks=np.linspace(0, 1, 5),
+    left.bar_label(bars, labels=labels("external sensitivity", ext), padding=4,
+                   fontsize="small")
+    left.set(xlim=(0, limit), xticks=np.linspace(0, 1, 5),
              xlabel="share of new Br35H\ntumours found",
              title="external tumour\nsensitivity (Br35H)")
     height = 0.8 / len(home)
     for k, ((label, column), color) in enumerate(zip(home.items(), ("#34495e", "#16a085",
                                                                      "#e67e22"))):
-        bars = right.barh(y + 0.4 - height * (k + 0.5), t[column].to_numpy(float),
+        rates = t[column].to_numpy(float)
+        bars = right.barh(y + 0.4 - height * (k + 0.5), rates,
                           height=height, label=label, color=color)  # first legend entry on top
-        right.bar_label(bars, fmt="%.2f", padding=2, fontsize="small")
-    right.set(xlim=(0, 1.2), xticks=np.linspace(0, 1, 5), xlabel="rate",
+        right.bar_label(bars, labels=labels(column, rates), padding=2, fontsize="small")
+    right.set(xlim=(0, limit), xticks=np.linspace(0, 1, 5), xlabel="rate",
               title="home test\n(training dataset)")
     fig.legend(*right.get_legend_handles_labels(), loc="outside lower center",
                ncols=len(home), frameon=False)

@@ -143,11 +143,18 @@ def label_noise_verdict(br35h_labels: pd.Series) -> str:
 # --- 05b ----------------------------------------------------------------------------
 
 
+#: The reading of an effect when no seed spread was measured: one seed gives no claim.
+NO_SPREAD = "no claim: one seed, no seed spread measured"
+
+
 def claim_verdict(difference: float, p_value: float, seed_range: float) -> str:
     """Report 000 claims ``difference`` > 0 (our measured difference, in accuracy):
     "supported" only when the paired test rejects equality at :data:`ALPHA` and the
     difference is larger than the seed range; "contradicted" when both hold the other
-    way; otherwise "not shown"."""
+    way; otherwise "not shown". Without a seed range (NaN: no setting repeated) nothing
+    is supported or contradicted."""
+    if seed_range != seed_range:
+        return NO_SPREAD
     clear = p_value < ALPHA and abs(difference) > seed_range
     if clear:
         return "supported" if difference > 0 else "contradicted"
@@ -171,7 +178,9 @@ def lever_effects(table: pd.DataFrame, value: str, yardstick: float,
     """Each recipe's change in ``value`` against the baseline with the same batch-norm
     treatment (``x+bn`` against ``baseline+bn``), at the run's seed (the first row of
     each recipe), and whether it exceeds ``yardstick`` (the largest range of ``value``
-    over seeds of one recipe): an effect within the seed spread is noise."""
+    over seeds of one recipe): an effect within the seed spread is noise. With no recipe
+    trained on several seeds (``yardstick`` NaN) there is no spread to judge against, and
+    one seed gives no claim."""
     single = table.drop_duplicates("recipe").set_index("recipe")
     rows = []
     for recipe, row in single.iterrows():
@@ -179,9 +188,11 @@ def lever_effects(table: pd.DataFrame, value: str, yardstick: float,
         if recipe == reference or reference not in single.index:
             continue
         change = row[value] - single.loc[reference, value]
+        reading = (NO_SPREAD if yardstick != yardstick
+                   else "beyond the seed spread" if abs(change) > yardstick
+                   else "within the seed spread")
         rows.append({"recipe": recipe, "against": reference, "change": change,
-                     "reading": ("beyond the seed spread" if abs(change) > yardstick
-                                 else "within the seed spread")})
+                     "reading": reading})
     return pd.DataFrame(rows, columns=["recipe", "against", "change", "reading"])
 
 

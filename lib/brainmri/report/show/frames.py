@@ -39,21 +39,31 @@ def table(frame: pd.DataFrame, columns: Mapping[str, str], *, percent: Iterable[
         formats.update({columns[c]: fmt for c in names})
     styler = shown.style.format(formats, na_rep="").hide(axis="index")
     styler = styler.set_table_attributes('class="brainmri-table"')
+    if any(isinstance(v, str) and v.endswith(FEW_MARK) for v in shown.to_numpy().ravel()):
+        note = f"{FEW_MARK} fewer than {glued.FEW_CASES} cases: read with care"
+        caption = f"{caption}; {note}" if caption else note
     if caption:
         styler = styler.set_caption(caption)
     return styler
 
 
+#: Ends a rate cell resting on fewer than ``glued.FEW_CASES`` cases; :func:`table` then
+#: explains it in the caption, so a reader never takes 19/19 for a settled 100 %.
+FEW_MARK = "*"
+
+
 def rate_column(k: Iterable[int], n: Iterable[int]) -> list[str]:
-    """Cells such as ``19/19 (83-100)``: the count and its 95 % Wilson interval in points,
-    for a column headed e.g. "specificity, count (95 % CI %)"."""
+    """Cells such as ``19/19 (83-100)*``: the count and its 95 % Wilson interval in points,
+    for a column headed e.g. "specificity, count (95 % CI %)", marked when the count is
+    under ``glued.FEW_CASES``."""
     cells = []
     for a, b in zip(k, n):
         if b is None or (isinstance(b, float) and math.isnan(b)) or int(b) == 0:
             cells.append("")
             continue
         low, high = glued.wilson(int(a), int(b))
-        cells.append(f"{int(a)}/{int(b)} ({100 * low:.0f}-{100 * high:.0f})")
+        few = FEW_MARK if int(b) < glued.FEW_CASES else ""
+        cells.append(f"{int(a)}/{int(b)} ({100 * low:.0f}-{100 * high:.0f}){few}")
     return cells
 
 

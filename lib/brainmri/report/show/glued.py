@@ -8,6 +8,7 @@ page shows exactly what the chapter formatted: the formatting rules live here, o
 
 from __future__ import annotations
 
+import ast
 import math
 
 from myst_nb import glue as _glue
@@ -18,11 +19,24 @@ from brainmri.evaluation.metrics import wilson  # noqa: F401 (chapters use glued
 FEW_CASES = 50
 
 
+#: An invisible character that ends a pasted value which Python would read as a tuple.
+WORD_JOINER = "\u2060"
+
+
 class Text(str):
-    """A string shown as written: its repr has no quotes, so ``{glue}`` pastes it plain."""
+    """A string shown as written: its repr has no quotes, so ``{glue}`` pastes it plain.
+
+    ``{glue:text}`` reads the pasted text as a Python literal first (to drop quotes), and
+    would show a count with a thousands separator, ``2,539``, as the tuple ``(2, 539)``:
+    such a value ends with an invisible word joiner, which no literal contains."""
 
     def __repr__(self) -> str:
-        return str(self)
+        text = str(self)
+        try:
+            read = ast.literal_eval(text)
+        except Exception:  # not a literal: pasted as written
+            return text
+        return text + WORD_JOINER if isinstance(read, (tuple, list, set, dict)) else text
 
 
 def text(key: str, value: str) -> Text:

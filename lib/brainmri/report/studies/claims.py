@@ -62,7 +62,7 @@ def paired(table: pd.DataFrame, run, dataset: str) -> pd.DataFrame:
     grid = first_seed(table)
     epochs = sorted({int(e) for e in grid["epochs"]})
     s = spread(table)
-    seed_range = float(s["range over seeds"].max()) if not s.empty else 0.0
+    seed_range = float(s["range over seeds"].max()) if not s.empty else float("nan")
     by_cell = {(r["color_mode"], int(r["epochs"])): r for _, r in grid.iterrows()}
     rows = []
     for name, better, worse, claim in CLAIMS:

@@ -47,9 +47,20 @@ def shipped_tag(test: pd.DataFrame) -> str | None:
 
 
 def named(table: pd.DataFrame) -> pd.DataFrame:
-    """``metrics.csv`` with a reader's model and dataset names beside the code names."""
-    return table.assign(name=table["model"].map(summary.label),
-                        trained_on=table["dataset"].map(summary.dataset))
+    """``metrics.csv`` with a reader's names beside the code names: the model's, marked
+    `` (constant)`` on a set where it gives one answer for every image, and every
+    collection it trained on (the recipe's additions included, as the benchmark recorded
+    them), so that no table shows a constant model or an added collection unannounced."""
+    constant = (table["degenerate"].fillna(False).astype(bool) if "degenerate" in table
+                else pd.Series(False, index=table.index))
+    recorded = (table["trained_on"] if "trained_on" in table
+                else pd.Series(None, index=table.index, dtype=object))
+    collections = [str(r).split("+") if isinstance(r, str) and r else [d]
+                   for r, d in zip(recorded, table["dataset"])]
+    return table.assign(
+        name=[summary.label(m) + (" (constant)" if c else "")
+              for m, c in zip(table["model"], constant)],
+        trained_on=[" + ".join(summary.dataset(c) for c in cs) for cs in collections])
 
 
 def roster(table: pd.DataFrame):
@@ -126,7 +137,6 @@ def br35h_table(external: pd.DataFrame):
         found_thr=frames.rate_column(e["n"] - e["missed_tumours_thr"], e["n"]),
         spec=frames.rate_column(e["no_tumours_cleared"], e["no_tumours"]),
         spec_thr=frames.rate_column(e["no_tumours_cleared_thr"], e["no_tumours"]),
-        name=[n + (" (constant)" if d else "") for n, d in zip(e["name"], e["degenerate"])],
         collection=[_fired(e, i) for i in range(len(e))])
     return frames.table(e, {"name": "model", "found": "Br35H tumours found (95 % CI)",
                             "found_thr": "found at t*", "spec": "home specificity",
@@ -157,7 +167,8 @@ def br35h_words(table: pd.DataFrame, shipped: str | None) -> dict:
         return f"{percent(r['tumour_sensitivity'])} ({r['name']}, {r['trained_on']})"
 
     sb = external.loc[shipped] if shipped in external.index else None
-    degenerate = table.loc[table["degenerate"] & (table["eval_set"] == "test"), "name"]
+    degenerate = table.loc[table["degenerate"] & (table["eval_set"] == "test"),
+                           "model"].map(summary.label)
     return {
         "br35h_n": number(external["n"].iloc[0] if not external.empty else 0),
         "br35h_range": NA if br.empty else summary.span(
@@ -378,10 +389,13 @@ def constant_models(run, explained: set[str]) -> set[str]:
 def explanation_words(xai: pd.DataFrame, best: pd.DataFrame, names: pd.Series,
                       constant: set[str], flag: float) -> dict:
     """Chapter 10's findings: who leads faithfulness, the randomisation check, where the
-    attribution mass lies."""
+    attribution mass lies. The ``constant`` models (one answer for every image) are
+    counted as explained but left out of every range and count of maps: their maps
+    explain no decision."""
     def explainer(name: str) -> str:
         return explain.DISPLAY.get(name, name)
 
+    everything, xai = xai, xai[~xai["model"].isin(constant)]
     leaders = _first_word(best["insertion"]).value_counts()
     agree = _first_word(best["insertion"]) == _first_word(best["deletion"])
     flagged = xai[xai["flag_insensitive_to_weights"].astype(bool)]
@@ -394,10 +408,10 @@ def explanation_words(xai: pd.DataFrame, best: pd.DataFrame, names: pd.Series,
                 f"{percent(xai[column].min(), 0)} to {percent(xai[column].max(), 0)}")
 
     return {
-        "xai_n_images": number(xai["n_images"].min() if not xai.empty else 0),
-        "xai_n_models": number(xai["model"].nunique()),
-        "xai_n_pairs": number(len(xai)),
-        "xai_n_sanity": number(xai["n_sanity"].min() if not xai.empty else 0),
+        "xai_n_images": number(everything["n_images"].min() if not everything.empty else 0),
+        "xai_n_models": number(everything["model"].nunique()),
+        "xai_n_pairs": number(len(everything)),
+        "xai_n_sanity": number(everything["n_sanity"].min() if not everything.empty else 0),
         "xai_constant": summary.listing(sorted(names.get(t, t) for t in constant)),
         "xai_leader": NA if leaders.empty else (
             f"{summary.listing(list(leaders.index[leaders == leaders.iloc[0]]))} "

@@ -151,7 +151,8 @@ def effects(spread_table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     larger than the seed ranges of both (the widest of the two): smaller is noise. A
     lever read with test-time augmentation (``X+tta``) is set against the baseline read
     the same way, so that the augmentation's own effect is not credited to the lever;
-    the baseline's twin is set against the baseline (that effect is TTA's)."""
+    the baseline's twin is set against the baseline (that effect is TTA's). A lever or
+    baseline with fewer than two seeds has no seed range: its change is no claim."""
     rows = []
     names = [n for n in dict.fromkeys(spread_table.columns.get_level_values(0)) if n != "seeds"]
     for lever in spread_table.index.drop(baseline, errors="ignore"):
@@ -160,11 +161,15 @@ def effects(spread_table: pd.DataFrame, baseline: str) -> pd.DataFrame:
         for name in names:
             a, b = spread_table.loc[lever, name], spread_table.loc[against, name]
             change = a["mean"] - b["mean"]
-            yardstick = max(a["max"] - a["min"], b["max"] - b["min"])
+            seeded = min(spread_table.loc[lever, "seeds"],
+                         spread_table.loc[against, "seeds"]) >= 2
+            yardstick = (max(a["max"] - a["min"], b["max"] - b["min"]) if seeded
+                         else float("nan"))
             rows.append({"lever": lever, "against": against, "reading": name,
                          "change": change,
                          "seed range": yardstick,
                          "verdict": ("not measured" if change != change
+                                     else "one seed: no claim" if not seeded
                                      else "noise" if not abs(change) > yardstick
                                      else "helps" if change > 0 else "hurts")})
     return pd.DataFrame(rows, columns=["lever", "against", "reading", "change", "seed range",

@@ -1,6 +1,7 @@
 """What the benchmark chapter (09) adds to ``metrics.csv`` for the book's prose pages: the
 reproduction of report 000, per-class recall, the likelihood after temperature scaling,
-the run's steps and machine, and the small rules that pick one word for a result."""
+the run's steps, machine and reduced settings, and the small rules that pick one word for
+a result."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import re
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from brainmri import CLASS_NAMES
 from brainmri.data import sources
-from brainmri.evaluation import explain, metrics, published
+from brainmri.evaluation import benchmark, explain, metrics, published
 from brainmri.evaluation.predictions import arrays
+from brainmri.report.show.glued import number
 
 
 def label(model: str) -> str:
@@ -80,6 +83,35 @@ def steps(state: dict, before: str) -> pd.DataFrame:
                      "seconds": float(entry.get("seconds") or 0)})
     frame = pd.DataFrame(rows, columns=["step", "status", "why", "seconds"])
     return frame.assign(time=frame["seconds"].map(duration))
+
+
+def _trained_with(steps: dict, step: str, name: str):
+    """A parameter a study chapter trains with: its ``settings``, else its base chapter's."""
+    values = steps.get(step) or {}
+    settings = values.get("settings") or {}
+    if name in settings:
+        return settings[name]
+    return (steps.get(values.get("base_chapter")) or {}).get(name)
+
+
+def reduced_settings(run, test: pd.DataFrame, shipped: str | None) -> dict[str, str]:
+    """What the run trained with where the appendix names a cut: report 000's claims
+    (chapter 05b) and the shortcut ablation (08c) against the shipped model (``shipped``,
+    a tag of ``test``), read from the run's ``params.yaml`` and the model's sidecar."""
+    steps = ((yaml.safe_load(run.params.read_text()) or {}).get("steps", {})
+             if run.params.exists() else {})
+    recipe = {}
+    if shipped is not None and shipped in test.index:
+        row = test.loc[shipped]
+        recipe, _ = benchmark.recipe_of(run, shipped, row["model"], row["dataset"])
+    return {
+        "claims_image_size": number(_trained_with(steps, "05b_relu_cnn_claims", "image_size")),
+        "ablation_image_size": number(
+            _trained_with(steps, "08c_shortcut_ablation", "image_size")),
+        "ablation_epochs": number(_trained_with(steps, "08c_shortcut_ablation", "epochs")),
+        "shipped_image_size": number(recipe.get("image_size")),
+        "shipped_epochs": number(recipe.get("epochs")),
+    }
 
 
 def first_class_share(frame: pd.DataFrame) -> tuple[str, float]:

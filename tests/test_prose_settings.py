@@ -1,0 +1,51 @@
+"""The values chapters 01b and 09 glue for the datasets page and the appendix."""
+
+import pandas as pd
+import yaml
+
+from brainmri.core.runfolder import RunFolder
+from brainmri.data.duplicates import Audit, Overlap
+from brainmri.report.studies import leakage, summary
+
+
+def test_leakage_words_give_the_datasets_page_its_table_and_figures():
+    counts = {"n_test": 1311, "test_images_with_copy_in_training": 654,
+              "share_of_test_with_copy_in_training": 654 / 1311,
+              "test_images_with_exact_copy_in_training": 216,
+              "cross_split_pairs_label_agreement": 0.991, "exact_pairs_within_training": 286}
+    per_class = pd.DataFrame({"test_images": [300, 405], "with_copy_in_training": [42, 386]},
+                             index=["glioma", "no_tumor"])
+    rule = {"max_distance": 4, "min_correlation": 0.95}
+    pairs = pd.DataFrame({"sartaj_path": ["a", "b"], "nickparvar_path": ["c", "d"],
+                          "sartaj_label": ["glioma", "glioma"],
+                          "nickparvar_label": ["glioma", "pituitary"], "exact": [False, False]})
+    words = leakage.words({"nickparvar": Audit("nickparvar", rule, counts, per_class,
+                                               None, None)},
+                          Overlap(("sartaj", "nickparvar"), pairs))
+    assert words["nickparvar_leak_all"] == "654 / 1,311"
+    assert words["nickparvar_leak_no_tumor"] == "386 / 405"
+    assert words["nickparvar_leak_meningioma"] == "n/a"  # a class the audit did not see
+    assert words["nickparvar_leak_share"] == "50 %" and words["nickparvar_leak_exact"] == "216"
+    assert words["nickparvar_pairs_agree"] == "99.1 %"
+    assert words["rule_max_distance"] == "4" and words["rule_min_correlation"] == "0.95"
+    assert words["sartaj_in_nickparvar"] == "2" and words["overlap_exact_pairs"] == "0"
+    assert words["overlap_label_agreement"] == "50.0 %"
+    assert leakage.words({}, None)["sartaj_in_nickparvar"] == "n/a"
+
+
+def test_reduced_settings_come_from_the_runs_parameters(tmp_path):
+    run = RunFolder(tmp_path / "run").create()
+    run.params.write_text(yaml.safe_dump({"steps": {
+        "05b_relu_cnn_claims": {"base_chapter": "05_relu_cnn", "settings": {"image_size": 128}},
+        "08b_compact_cnn": {"image_size": 128, "epochs": 40},
+        "08b_compact_cnn-nickparvar": {"model_name": "compact_cnn", "dataset": "nickparvar",
+                                       "image_size": 112, "epochs": 30},
+        "08c_shortcut_ablation": {"base_chapter": "08b_compact_cnn",
+                                  "settings": {"image_size": 80}}}}))
+    test = pd.DataFrame({"model": ["compact_cnn"], "dataset": ["nickparvar"]},
+                        index=["compact_cnn-nickparvar"])
+    assert summary.reduced_settings(run, test, "compact_cnn-nickparvar") == {
+        "claims_image_size": "128", "ablation_image_size": "80",
+        "ablation_epochs": "40",  # not in the settings: the base chapter's
+        "shipped_image_size": "112", "shipped_epochs": "30"}
+    assert summary.reduced_settings(run, test, None)["shipped_epochs"] == "n/a"
