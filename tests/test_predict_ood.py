@@ -422,3 +422,25 @@ def test_the_command_calibrates_a_shipped_model_as_a_call(trained_run_copy, tmp_
     assert written["checks"]["measured"] == entry["checks"]["measured"]
     assert {"embedding", "collection", "measured"} <= set(written["checks"])
     assert written["checks"]["measured"]["home_test"]["n"] > 0
+
+
+def test_the_other_home_collection_is_measured_without_its_training_copies(tmp_path):
+    """With ``--run``, the test images of a collection the recipe added that have a copy in
+    any of the model's training collections are left out of its collection-check rates."""
+    import argparse
+
+    from brainmri.core.errors import BrainMRIError
+    from brainmri.core.runfolder import RunFolder
+
+    run = RunFolder(tmp_path / "run").create()
+    (run.root / "duplicates").mkdir(exist_ok=True)
+    pd.DataFrame({"test_path": ["Testing/a.jpg"]}).to_csv(run.test_with_copy("sartaj"),
+                                                           index=False)
+    pd.DataFrame({"nickparvar_path": ["Training/x.jpg"], "sartaj_path": ["Testing/b.jpg"]}
+                 ).to_csv(run.overlap("nickparvar", "sartaj"), index=False)
+    args = argparse.Namespace(run=str(run.root))
+    assert ood._copies_in_training(args, "sartaj", ["nickparvar", "sartaj"]) == {
+        "Testing/a.jpg", "Testing/b.jpg"}
+    assert ood._copies_in_training(argparse.Namespace(run=None), "sartaj", ["sartaj"]) is None
+    with pytest.raises(BrainMRIError, match="no duplicate audit of sartaj against br35h"):
+        ood._copies_in_training(args, "sartaj", ["br35h"])

@@ -429,7 +429,10 @@ def test_the_card_tables_the_collection_check_per_set_and_size(tmp_path):
             "images": 656, "20": {"n": 2000, "warned": 92, "share": 0.046},
             "50": {"n": 2000, "warned": 4, "share": 0.002}},
         "Br35H no tumour, no training copy": {
-            "images": 21, "20": {"n": 2000, "warned": 104, "share": 0.052}}}
+            "images": 21, "20": {"n": 2000, "warned": 104, "share": 0.052}},
+        "sartaj test": {"images": 127, "20": {"n": 2000, "warned": 2000, "share": 1.0}}}
+    sidecar["ood"]["checks"]["collection"]["measured"]["home_test_batches"]["sartaj"] = {
+        "n": 2000, "warned": 2000, "images": 127, "training_copies_left_out": True}
     (root / "models" / "brainmri_compact.json").write_text(json.dumps(sidecar))
     text = blocks.card_collection(tables.RunFiles.load(r.folder, root))
     assert "each rate counts 2,000 random sets" in text
@@ -438,3 +441,4 @@ def test_the_card_tables_the_collection_check_per_set_and_size(tmp_path):
     assert rows[1] == ("| Nickparvar test, held-out half | 656 | 92/2,000 (4.6 %) "
                        "| 4/2,000 (0.2 %) |")
     assert rows[2] == "| Br35H no tumour, no training copy | 21 | 104/2,000 (5.2 %) |  |"
+    assert rows[3].startswith("| Sartaj test, no training copy | 127 | 2,000/2,000 (100.0 %)")

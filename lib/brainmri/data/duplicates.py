@@ -257,3 +257,26 @@ def planted_copies(images: list[np.ndarray], seed: int) -> list[np.ndarray]:
         arr = np.clip(arr * (1 + rng.uniform(-0.05, 0.05)), 0, 255).astype(np.uint8)
         out.append(arr[..., None])
     return out
+
+
+# --- what an audit says a model trained on ----------------------------------------------
+
+
+def read_paths(path: Path, column: str) -> set[str]:
+    """The paths in ``column`` of an audit's CSV list; empty when the list is missing."""
+    return set(pd.read_csv(path)[column]) if path.exists() else set()
+
+
+def training_copies(run: RunFolder, collection: str, evaluated: str) -> set[str] | None:
+    """Paths of ``evaluated``'s test images with a copy among what a model trained on
+    ``collection`` learned from; None when the duplicate audit that says is missing.
+
+    Another collection: every image the two share (any split of ``collection``, as the
+    external row always did). The evaluated collection itself (its training images added
+    by a recipe): its test images with a copy in its Training folder, which holds the
+    images the recipe adds (training and validation)."""
+    if collection == evaluated:
+        path, column = run.test_with_copy(evaluated), "test_path"
+    else:
+        path, column = run.overlap(collection, evaluated), f"{evaluated}_path"
+    return read_paths(path, column) if path.exists() else None

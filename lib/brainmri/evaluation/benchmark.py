@@ -7,7 +7,7 @@ Evaluation sets:
   (found by the leakage audit, ``RunFolder.test_with_copy``);
 - ``external``: the *other* dataset's test set, when the model notebook predicted it,
   minus every image with a copy in a collection the model learned from
-  (:func:`training_copies`): the images the two datasets share (``RunFolder.overlap``),
+  (``data.duplicates.training_copies``): the images the two datasets share (``RunFolder.overlap``),
   and, when the recipe added the other dataset's training images (``extra_training``),
   its test images with a copy in its own Training folder (``RunFolder.test_with_copy``);
 - ``external_br35h``: Br35H's tumour images without a copy in any training folder
@@ -30,12 +30,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from itertools import combinations
-from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from brainmri.core.runfolder import RunFolder, is_ablation_model
+from brainmri.data.duplicates import read_paths, training_copies
 from brainmri.data.sources import HOME_DATASETS
 from brainmri.evaluation import metrics
 from brainmri.evaluation.predictions import (
@@ -76,11 +76,6 @@ COUNTS = ["excluded_copies", "excluded_recipe_copies", "correct", "tumours",
           "collection_external_warned", "collection_external_batches"]
 
 
-def read_paths(path: Path, column: str) -> set[str]:
-    """The paths in ``column`` of an audit's CSV list; empty when the list is missing."""
-    return set(pd.read_csv(path)[column]) if path.exists() else set()
-
-
 #: The recipe parameter that adds another collection's training images
 #: (``data.recipes._add_training``); the other recipe options only remove or restyle.
 ADDED_TRAINING = "extra_training"
@@ -117,21 +112,6 @@ def training_collections(recipe: dict, dataset: str, known: bool = True) -> list
         return sorted({dataset, *HOME_DATASETS})
     added = recipe.get(ADDED_TRAINING)
     return sorted({dataset, *([added] if added else [])})
-
-
-def training_copies(run: RunFolder, collection: str, evaluated: str) -> set[str] | None:
-    """Paths of ``evaluated``'s test images with a copy among what a model trained on
-    ``collection`` learned from; None when the duplicate audit that says is missing.
-
-    Another collection: every image the two share (any split of ``collection``, as the
-    external row always did). The evaluated collection itself (its training images added
-    by a recipe): its test images with a copy in its Training folder, which holds the
-    images the recipe adds (training and validation)."""
-    if collection == evaluated:
-        path, column = run.test_with_copy(evaluated), "test_path"
-    else:
-        path, column = run.overlap(collection, evaluated), f"{evaluated}_path"
-    return read_paths(path, column) if path.exists() else None
 
 
 def eval_sets(run: RunFolder, predictions: dict, notes: dict | None = None

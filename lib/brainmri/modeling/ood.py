@@ -789,6 +789,24 @@ def _external_tumours(args, label: str = "tumour") -> list[Path]:
     return [data.root / p for p in files["path"]]
 
 
+def _copies_in_training(args, evaluated: str, trained_on: list[str]) -> set[str] | None:
+    """``evaluated``'s test images with a copy in any of ``trained_on`` (the duplicate
+    audit of the run ``--run`` names); None without ``--run``."""
+    if not args.run:
+        return None
+    from brainmri.core.errors import BrainMRIError
+    from brainmri.core.runfolder import RunFolder
+    from brainmri.data.duplicates import training_copies
+
+    run = RunFolder.at(args.run)
+    found = [training_copies(run, collection, evaluated) for collection in trained_on]
+    if any(f is None for f in found):
+        raise BrainMRIError(f"--run {args.run} holds no duplicate audit of {evaluated} "
+                            f"against {', '.join(trained_on)} (chapters 01b and 01c "
+                            f"write it under duplicates/)")
+    return set().union(*found)
+
+
 def calibrate_file(argv: list[str]) -> dict:
     """The command's calibration as a call, with its arguments (the reference run
     calibrates the model it ships this way, so that no step is left to a person); returns
@@ -829,7 +847,11 @@ def _calibrate(args) -> dict:
         extra = load(extra_name, args.data_dir, float(training["val_fraction"]), split)
         fit_files += [extra.root / p for p in extra.split("train")["path"]]
         fit_labels += list(extra.labels("train"))
-        home_test[extra_name] = [extra.root / p for p in extra.split("test")["path"]]
+        extra_test = extra.split("test")["path"]
+        copies = _copies_in_training(args, extra_name, [name, extra_name])
+        if copies is not None:  # only its test images the model never saw a copy of
+            extra_test = extra_test[~extra_test.isin(copies)]
+        home_test[extra_name] = [extra.root / p for p in extra_test]
         print(f"{extra_name}: its {len(extra.split('train'))} training images join the "
               f"feature statistics (the model trained on them)", file=sys.stderr)
     entry = calibrate(model, metadata, fit_files, fit_labels,
@@ -856,6 +878,9 @@ def _calibrate(args) -> dict:
         model, {**metadata, "ood": entry}, home_test, batch_size, seed, external,
         sources.DISPLAY.get(args.external, args.external or ""),
         args.workers, _external_tumours(args, "no_tumor") if external else ())
+    if extra_name:  # say whether its rates count images the model saw a copy of
+        entry["checks"]["collection"]["measured"]["home_test_batches"][extra_name][
+            "training_copies_left_out"] = bool(args.run)
     if not args.dry_run:
         print(f"written to {update_sidecar(model_file, 'ood', entry)}", file=sys.stderr)
     return entry
@@ -886,6 +911,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--exclude", default=None, metavar="CSV",
                         help="its images with a copy in a training folder (column path), "
                              "e.g. results/reference/duplicates/br35h_in_training.csv")
+    parser.add_argument("--run", default=None, metavar="RUN",
+                        help="a run folder whose duplicate audit lists the copies between "
+                             "collections (e.g. results/reference): the other home "
+                             "collection's test images with a copy in the model's training "
+                             "data are then left out of its measured rates")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write")
     return parser
 

@@ -239,10 +239,14 @@ def collection_frame(sidecar: dict) -> pd.DataFrame | None:
     sizes = sorted({size for row in by_size.values() for size in row if size != "images"},
                    key=int)
 
+    cleaned = {f"{name} test" for name, b in c["measured"].get("home_test_batches", {}).items()
+               if b.get("training_copies_left_out")}
+
     def shown(name: str) -> str:
+        label = name + (", no training copy" if name in cleaned else "")
         for code, display in DATASETS.items():
-            name = name.replace(code, display)
-        return name
+            label = label.replace(code, display)
+        return label
 
     return pd.DataFrame([
         {"images scored": shown(name), "images": count(row["images"]),
@@ -295,8 +299,11 @@ def readme_checks(r: RunFiles) -> str:
     cm = c.get("measured") or {}
     if "external" in cm:
         own = cm["limit_from"]["dataset"]
-        others = [f"{DATASETS.get(name, name)}'s test folder on {count(b['warned'])} of "
-                  f"{count(b['n'])}" for name, b in cm["home_test_batches"].items() if name != own]
+        others = [f"{DATASETS.get(name, name)}'s test "
+                  + ("images without a copy in training" if b.get("training_copies_left_out")
+                     else "folder")
+                  + f" on {count(b['warned'])} of {count(b['n'])}"
+                  for name, b in cm["home_test_batches"].items() if name != own]
         ext = cm["external"]
         ext_row = r.row(r.shipped, "external_br35h")
         found = ("" if ext_row is None else

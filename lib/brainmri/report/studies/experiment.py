@@ -371,9 +371,10 @@ def _calibrate_shipped(p: Params, target: Path) -> None:
     """Calibrate and measure the shipped model's out-of-distribution checks as
     ``python -m brainmri.modeling.ood --calibrate`` does (per-image limits on validation,
     measured on test and non-MRI images; the collection check placed on half the home test
-    set and measured on Br35H's new tumour images), so that the run that ships a model
-    leaves no step to a person."""
-    argv = ["--calibrate", str(target)]
+    set and measured on Br35H's new tumour images and on the other home collection's test
+    images without a copy in training), so that the run that ships a model leaves no step
+    to a person."""
+    argv = ["--calibrate", str(target), "--run", str(p.run.root)]
     if p.data_dir:
         argv += ["--data-dir", str(p.data_dir)]
     excluded = p.run.external_exclusions(predictions.DETECTION_SPLIT)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from brainmri.core.runfolder import ABLATION_PREFIX, model_tag
-from brainmri.data import dataset, recipes
+from brainmri.data import dataset, duplicates, recipes
 from brainmri.data.inputs import ModelInputs
 from brainmri.evaluation import benchmark, ensemble, metrics, predictions
 from brainmri.modeling import recalibrate
@@ -98,7 +98,7 @@ def held_out_threshold(run, model: str, dataset_name: str, target: float) -> dic
     br35h = pd.read_csv(run.predictions(tag, predictions.DETECTION_SPLIT))
     new = br35h[(br35h["label"] == "tumour") & ~br35h["path"].isin(_copies_in_training(run))]
     home = pd.read_csv(run.predictions(tag, "test"))
-    home = home[~home["path"].isin(benchmark.read_paths(run.test_with_copy(dataset_name),
+    home = home[~home["path"].isin(duplicates.read_paths(run.test_with_copy(dataset_name),
                                                          "test_path"))]
     y_home, probs_home, _ = predictions.arrays(home)
     healthy = y_home == metrics.NO_TUMOR
