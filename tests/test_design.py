@@ -60,6 +60,78 @@ def test_imports_point_from_later_stages_to_earlier_ones():
     assert not upward, "\n".join(upward)
 
 
+def _module_names() -> set[str]:
+    return {_module_name(path) for path in LIB.rglob("*.py")}
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The library modules ``path`` imports, at the top or inside a function (a lazy
+    import hides a cycle, it does not remove it); ``from package import module`` counts
+    as importing the module."""
+    own = _module_name(path)
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, up level - 1 packages
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                       for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in modules and t != own}
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of two or more modules (Tarjan's algorithm): each is
+    a set of modules that import each other, directly or through others."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_no_import_cycle_anywhere_in_the_library():
+    modules = _module_names()
+    graph = {_module_name(path): _imports(path, modules) for path in LIB.rglob("*.py")}
+    cycles = import_cycles(graph)
+    assert not cycles, "modules that import each other: " + "; ".join(
+        " <-> ".join(group) for group in cycles)
+
+
+def test_the_cycle_rule_finds_a_cycle_through_a_lazy_import():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
 def test_every_subpackage_says_what_it_holds():
     for info in pkgutil.iter_modules([str(LIB)]):
         if info.name == "__main__":
@@ -68,6 +140,11 @@ def test_every_subpackage_says_what_it_holds():
         assert module.__doc__ and len(module.__doc__.split()) >= 8, info.name
         if info.ispkg:
             assert info.name in STAGES, f"brainmri.{info.name} is not a known stage"
+    # the subpackages inside a stage (report.series, report.show, ...) as well
+    for info in pkgutil.walk_packages([str(LIB)], prefix="brainmri."):
+        if info.ispkg:
+            module = importlib.import_module(info.name)
+            assert module.__doc__ and len(module.__doc__.split()) >= 8, info.name
 
 
 def _base_values() -> dict[str, list]:

@@ -1,6 +1,6 @@
 """`brainmri predict`'s out-of-distribution warnings: image statistics (colour, corners,
 noise, hollowness, grey-level entropy), the feature-space distance and the energy score,
-calibrated together on validation images (``modeling.ood.calibrate``) and stored in the
+calibrated together on validation images (``modeling.calibration.calibrate``) and stored in the
 sidecar under ``ood.checks``."""
 
 import io
@@ -18,7 +18,7 @@ from PIL import Image
 from brainmri import CLASS_NAMES, cli
 from brainmri.core import paths
 from brainmri.data import nonmri
-from brainmri.modeling import ood, saved
+from brainmri.modeling import calibration, ood, saved
 from synthetic import mri_like
 
 SHIPPED_SIDECAR = paths.project_root() / paths.SHIPPED_MODEL.with_suffix(".json")
@@ -124,11 +124,11 @@ def calibrated(trained_run):
     model, meta = saved.load_for_prediction(trained_run[1])
     fit, labels = _scans(48, seed=10)
     val, _ = _scans(40, seed=11)
-    entry = ood.calibrate(model, meta, fit, labels, val, false_alarm_rate=0.05,
-                          batch_size=16, workers=2)
+    entry = calibration.calibrate(model, meta, fit, labels, val, false_alarm_rate=0.05,
+                                  batch_size=16, workers=2)
     home, _ = _scans(240, seed=12)
     external = [255 - image for image in _scans(40, seed=13)[0]]  # another "collection"
-    entry["checks"]["collection"] = ood.calibrate_collection(
+    entry["checks"]["collection"] = calibration.calibrate_collection(
         model, {**meta, "ood": entry}, {"scans": home[:200], "more scans": home[200:]}, 16,
         seed=3, external=external,
         external_name="inverted scans", workers=2,
@@ -417,7 +417,8 @@ def test_the_command_calibrates_a_shipped_model_as_a_call(trained_run_copy, tmp_
     the CLI's calibration, its arguments as a list, the checks written to the sidecar."""
     run_dir, folder, data_root = trained_run_copy
     target = saved.export(folder, tmp_path / "shipped.keras")
-    entry = ood.calibrate_file(["--calibrate", str(target), "--data-dir", str(data_root)])
+    entry = calibration.calibrate_file(["--calibrate", str(target), "--data-dir",
+                                        str(data_root)])
     written = json.loads(target.with_suffix(".json").read_text())["ood"]
     assert written["checks"]["measured"] == entry["checks"]["measured"]
     assert {"embedding", "collection", "measured"} <= set(written["checks"])
@@ -439,8 +440,9 @@ def test_the_other_home_collection_is_measured_without_its_training_copies(tmp_p
     pd.DataFrame({"nickparvar_path": ["Training/x.jpg"], "sartaj_path": ["Testing/b.jpg"]}
                  ).to_csv(run.overlap("nickparvar", "sartaj"), index=False)
     args = argparse.Namespace(run=str(run.root))
-    assert ood._copies_in_training(args, "sartaj", ["nickparvar", "sartaj"]) == {
+    assert calibration._copies_in_training(args, "sartaj", ["nickparvar", "sartaj"]) == {
         "Testing/a.jpg", "Testing/b.jpg"}
-    assert ood._copies_in_training(argparse.Namespace(run=None), "sartaj", ["sartaj"]) is None
+    no_run = argparse.Namespace(run=None)
+    assert calibration._copies_in_training(no_run, "sartaj", ["sartaj"]) is None
     with pytest.raises(BrainMRIError, match="no duplicate audit of sartaj against br35h"):
-        ood._copies_in_training(args, "sartaj", ["br35h"])
+        calibration._copies_in_training(args, "sartaj", ["br35h"])

@@ -134,7 +134,7 @@ def _predict(args) -> int:
     elif "checks" not in metadata["ood"]:
         print(f"note: {model_path.name}'s sidecar has no 'ood.checks', so only the energy "
               f"score flags unusual images (noise, photos or inverted scans may pass); add "
-              f"them with: python -m brainmri.modeling.ood --calibrate {model_path} "
+              f"them with: python -m brainmri.modeling.calibration --calibrate {model_path} "
               f"--data-dir DATA", file=sys.stderr)
     if args.csv and not to_stdout:
         atomic_write_csv(table, args.csv)

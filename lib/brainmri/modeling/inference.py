@@ -433,7 +433,7 @@ def features(sources: Iterable, model, metadata: dict, batch_size: int,
              workers: int | None = None, embedding: bool = True) -> Features:
     """Image statistics, embeddings and logits of ``sources`` (file paths or decoded
     (H, W, C) uint8 arrays), prepared exactly as ``predict_files`` prepares its inputs:
-    what ``ood.calibrate`` chooses its limits on."""
+    what ``calibration.calibrate`` chooses its limits on."""
     spec = pixel_spec(metadata)
     fn = _graph(model, spec.shape, embedding)
     index, stats, embeddings, logits, errors = [], [], [], [], []

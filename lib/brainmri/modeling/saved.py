@@ -225,7 +225,7 @@ def check_model(model, meta: dict, model_file: str | Path) -> None:
             f"{sidecar_path(model_file)}'s ood.checks were fitted to {checks.embedding_dim}-"
             f"dimensional features, but {where}'s 'logits' layer takes "
             f"{logits.input.shape[-1]}; pair the model with its own sidecar or recompute them "
-            f"(python -m brainmri.modeling.ood --calibrate {model_file})")
+            f"(python -m brainmri.modeling.calibration --calibrate {model_file})")
 
 
 def _unreadable(model_file: Path, exc: OSError) -> SavedModelError:

@@ -1,1 +1,1 @@
-"""The interactive try-the-model widget (chapter 11)."""
+"""The try-the-model widget of chapter 11: an image in; its class, warnings, Grad-CAM out."""

@@ -28,7 +28,7 @@ def versus_published(table: pd.DataFrame) -> pd.DataFrame:
     reported, source = [], []
     for _, row in grid.iterrows():
         name, where = REPORTED.get((row["color_mode"], int(row["epochs"])), (None, ""))
-        figures = published.reported(name, "sartaj") if name else None
+        figures = published.reported(name, published.REPORT_000_DATASET) if name else None
         reported.append((figures or {}).get("accuracy"))
         source.append(where if figures else "")
     return grid[["val accuracy", "test accuracy", "test CI low", "test CI high"]].assign(

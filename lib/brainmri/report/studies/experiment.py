@@ -40,7 +40,7 @@ from brainmri.data import dataset, recipes
 from brainmri.data.inputs import ModelInputs
 from brainmri.data.recipes import OTHER_DATASET, inputs_for
 from brainmri.evaluation import metrics, predictions, published
-from brainmri.modeling import builders, devices, ood, recalibrate, saved, training
+from brainmri.modeling import builders, calibration, devices, ood, recalibrate, saved, training
 from brainmri.report.series.notebook import Params
 from brainmri.report.show import figures, frames
 
@@ -369,7 +369,7 @@ def _evaluate_and_save(p: Params, inputs: ModelInputs, model, folder: Path,
 
 def _calibrate_shipped(p: Params, target: Path) -> None:
     """Calibrate and measure the shipped model's out-of-distribution checks as
-    ``python -m brainmri.modeling.ood --calibrate`` does (per-image limits on validation,
+    ``python -m brainmri.modeling.calibration --calibrate`` does (per-image limits on validation,
     measured on test and non-MRI images; the collection check placed on half the home test
     set and measured on Br35H's new tumour images and on the other home collection's test
     images without a copy in training), so that the run that ships a model leaves no step
@@ -380,7 +380,7 @@ def _calibrate_shipped(p: Params, target: Path) -> None:
     excluded = p.run.external_exclusions(predictions.DETECTION_SPLIT)
     if p.external_binary and excluded.exists():
         argv += ["--external", p.external_binary, "--exclude", str(excluded)]
-    ood.calibrate_file(argv)
+    calibration.calibrate_file(argv)
 
 
 def _collection_check(p: Params, inputs: ModelInputs, model, folder: Path) -> None:
