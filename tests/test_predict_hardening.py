@@ -670,3 +670,142 @@ def test_prefetch_survives_a_dead_worker_process_and_keeps_the_order():
         items = list(prepared)
     assert [item.index for item in items] == list(range(40))
     assert [item.path for item in items] == [f"item{i}" for i in range(40)]
+
+
+# ------------------------------------- issue 36: file names, a full disk, empty values
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_bytes_in_the_csv(tmp_path, model_file,
+                                                                  capsys):
+    """It used to lose every row: UnicodeEncodeError, exit 1, no CSV."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    odd = _scan(inbox / os.fsdecode(b"a\xff.png"))
+    _scan(inbox / "good.png", seed=1)
+    out = tmp_path / "out.csv"
+    code, _, err = _predict(capsys, inbox, "--model", model_file, "--csv", out)
+    assert code == 0 and "Traceback" not in err, err
+    assert os.fsencode(odd) in out.read_bytes()  # the name's own bytes, not a substitute
+    rows = pd.read_csv(out, keep_default_na=False, encoding_errors="surrogateescape")
+    assert sorted(rows["path"]) == sorted([str(odd), str(inbox / "good.png")])
+    assert (rows["error"] == "").all()
+    assert rows.loc[rows["path"] == str(odd), "path"].map(os.path.exists).all()
+
+
+def test_standard_output_keeps_a_non_utf8_name_even_when_strict(tmp_path, monkeypatch):
+    """Outside the C.UTF-8 locale, standard output is strict about its encoding."""
+    raw = io.BytesIO()
+    strict = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+    monkeypatch.setattr("sys.stdout", strict)
+    cli._print_table("path\n" + os.fsdecode(b"a\xff.png") + "\n")
+    assert raw.getvalue() == b"path\na\xff.png\n"
+
+
+def test_a_carriage_return_in_a_file_name_does_not_split_its_row(tmp_path, model_file,
+                                                                 capsys):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    names = ["a\rb.png", "c\r\nd.png", 'e"\rf.png', "g,h.png"]
+    for seed, name in enumerate(names):
+        _scan(inbox / name, seed=seed)
+    out = tmp_path / "out.csv"
+    code, _, err = _predict(capsys, inbox, "--model", model_file, "--csv", out)
+    assert code == 0, err
+    for text in (out.read_bytes().decode(), _predict(capsys, inbox, "--model", model_file)[1],
+                 _predict(capsys, inbox, "--model", model_file, "--csv", "-")[1]):
+        for engine in ("c", "python"):
+            rows = pd.read_csv(io.StringIO(text), keep_default_na=False, engine=engine)
+            assert sorted(map(os.path.basename, rows["path"])) == sorted(names), text
+            assert (rows["error"] == "").all()
+    assert out.read_bytes().count(b"\n") == len(names) + 2  # c\r\nd.png's own \n, quoted
+
+
+def test_csv_text_is_what_pandas_writes_except_for_carriage_returns():
+    from brainmri.core.files import csv_text
+
+    frame = pd.DataFrame({"path": ["x.png", 'q"', "c\nd", "", "e,f"],
+                          "p": [0.1, 1 / 3, float("nan"), 1e-20, 2.0]})
+    assert csv_text(frame) == frame.to_csv(index=False)
+    with_cr = pd.DataFrame({"path": ["a\rb", 'e""\r\n"f'], "p": [1.0, 2.0]})
+    assert csv_text(with_cr) == 'path,p\n"a\rb",1.0\n"e""""\r\n""f",2.0\n'
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(csv_text(with_cr))), with_cr,
+                                  check_dtype=False)
+
+
+def test_a_full_disk_at_the_end_gives_one_line_and_no_file(tmp_path, model_file, capsys,
+                                                           monkeypatch):
+    """The table is written after all the work; ENOSPC used to be a traceback."""
+    from contextlib import contextmanager
+
+    from brainmri.core import files
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    atomic_path = files.atomic_path
+
+    @contextmanager
+    def full_disk(target):  # the temporary file is a link to /dev/full: writes get ENOSPC
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+            tmp.symlink_to("/dev/full")
+            yield tmp
+
+    monkeypatch.setattr(files, "atomic_path", full_disk)
+    out = tmp_path / "out.csv"
+    code, printed, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model",
+                                  model_file, "--csv", out)
+    line = _one_line_error(err)
+    assert code == 2 and "No space left on device" in line and f"--csv {out}" in line
+    assert printed == "" and sorted(p.name for p in tmp_path.iterdir()) == ["scan.png"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "{scan}", "--csv", ""], "--csv is empty"),
+    (["predict", "{scan}", "--model", ""], "--model is empty"),
+    (["predict", "", "--csv", "{out}"], "an input path is empty"),
+    (["run", "--run", ""], "--run is empty"),
+    (["run", "--set", "data_dir="], "--set data_dir=: the value is empty"),
+    (["run", "--set", "epochs= "], "--set epochs= : the value is empty"),
+    (["run", "--only", ""], "--only is empty"),
+    (["run", "--results-dir", ""], "--results-dir is empty"),
+])
+def test_empty_values_are_refused_not_replaced_by_defaults(tmp_path, capsys, monkeypatch,
+                                                           argv, expected):
+    """``--csv ''`` printed to standard output, ``--run ''`` ran as "quick",
+    ``--set data_dir=`` used $BRAIN_MRI_DATA."""
+    from brainmri.report.series import runner
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("ran with an empty value")
+
+    monkeypatch.setattr(inference, "predict_files", must_not_run)
+    monkeypatch.setattr(runner, "run", must_not_run)
+    scan = _scan(tmp_path / "scan.png")
+    argv = [a.format(scan=scan, out=tmp_path / "out.csv") for a in argv]
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    assert code == (2 if argv[0] == "predict" else 1)
+    assert expected in _one_line_error(captured.err) and captured.out == ""
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_formula_prefixes_are_neutralised_in_the_csv_file_only(tmp_path, model_file,
+                                                                capsys, monkeypatch):
+    """OWASP's advice for CSV files: a cell starting with = + - @ tab or CR gets a
+    leading ' so that a spreadsheet shows it instead of running it."""
+    monkeypatch.chdir(tmp_path)
+    link = '=HYPERLINK("evil.example","click").png'
+    _scan(tmp_path / link)
+    _scan(tmp_path / "plain.png", seed=1)
+    (tmp_path / "@sum.png").write_bytes(b"not an image")
+    out = tmp_path / "out.csv"
+    code, _, err = _predict(capsys, link, "@sum.png", "plain.png", "--model", model_file,
+                            "--csv", out)
+    assert code == 0, err
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert list(rows["path"]) == ["'" + link, "'@sum.png", "plain.png"]
+    assert rows.loc[0, "error"] == "" and rows.loc[1, "error"] != ""
+    assert not rows[["prediction", "warning", "error"]].map(
+        lambda v: v.startswith(cli.FORMULA_START)).any().any()
+    code, printed, _ = _predict(capsys, link, "--model", model_file, "--csv", "-")
+    assert pd.read_csv(io.StringIO(printed), keep_default_na=False)["path"].tolist() == [link]

@@ -11,7 +11,10 @@
 Errors the user can act on are printed as one message (exit code 1 or 2), never as a
 traceback; Ctrl-C exits with 130. ``predict`` exits 0 when at least one file was
 classified, 1 when none could be, 2 when the arguments, model, sidecar or output path are
-unusable (nothing classified).
+unusable (nothing classified, or the ``--csv`` file could not be written at the end, e.g.
+on a full disk: nothing written). An empty value (``--csv ''``, ``--set data_dir=``,
+``--run ''``) is refused rather than read as "the default": exit 2 for ``predict``, 1
+for the other commands, as for their other argument errors.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def _err(message: str) -> None:
 EXIT_OK = 0  # at least one file classified (others may have error rows)
 EXIT_NOTHING_READ = 1  # every input gave an error row; the table is still written
 EXIT_UNUSABLE = 2  # bad arguments, model, sidecar or output path: nothing was classified
+#                   (or, the --csv file could not be written at the end: nothing written)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell convention)
 
 
@@ -87,8 +91,44 @@ def _output_problem(raw: str, inputs: list[Path], force: bool) -> str | None:
     return None
 
 
+#: How a spreadsheet recognises a formula (OWASP, "CSV Injection"): a text cell of the
+#: ``--csv`` file starting with one of these gets a leading ``'``.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _spreadsheet_safe(table):
+    """The table as the ``--csv`` file holds it: a text cell that a spreadsheet would run
+    as a formula (a file named ``=HYPERLINK(...).png``, given as a relative path) starts
+    with ``'`` instead. Numbers are left alone; standard output shows the text as is."""
+    import pandas as pd
+
+    safe = table.copy()
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
+            safe[column] = safe[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+    return safe
+
+
+def _print_table(text: str) -> None:
+    """The CSV text on standard output. A file name that is not UTF-8 (Python keeps its
+    bytes as surrogates) goes out as its own bytes, as in the ``--csv`` file, also where
+    standard output is strict about its encoding (a UTF-8 locale other than C.UTF-8)."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:  # raised before anything was written
+        encoding = sys.stdout.encoding or "utf-8"
+        try:
+            data = text.encode(encoding, "surrogateescape")
+        except UnicodeEncodeError:  # a character the encoding lacks (not a UTF-8 locale)
+            data = text.encode(encoding, "backslashreplace")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+
 def _predict(args) -> int:
-    from brainmri.core.files import atomic_write_csv
+    from brainmri.core.files import atomic_write_csv, csv_text
     from brainmri.modeling import inference
     from brainmri.modeling.saved import SavedModelError, load_for_prediction, prediction_metadata
 
@@ -137,13 +177,18 @@ def _predict(args) -> int:
               f"them with: python -m brainmri.modeling.calibration --calibrate {model_path} "
               f"--data-dir DATA", file=sys.stderr)
     if args.csv and not to_stdout:
-        atomic_write_csv(table, args.csv)
+        try:  # names that are not UTF-8 are written as their own bytes (lossless)
+            atomic_write_csv(_spreadsheet_safe(table), args.csv, errors="surrogateescape")
+        except OSError as exc:  # a full disk, a quota, a folder gone: no partial file left
+            _err(f"cannot write --csv {args.csv} ({exc.strerror or exc}); nothing was "
+                 f"written: free some space or choose another location, and rerun.")
+            return EXIT_UNUSABLE
     if not args.csv or args.print or to_stdout:
         shown = table.copy()
         if not to_stdout:  # the file keeps full precision; the screen gets 4 decimals
             prob_cols = [c for c in table.columns if c.startswith("p_")]
             shown[prob_cols] = shown[prob_cols].round(4)
-        print(shown.to_csv(index=False), end="")
+        _print_table(csv_text(shown))
     collection = table.attrs.get("collection")
     if collection and collection["new"]:
         from brainmri.modeling import ood
@@ -259,7 +304,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a .keras file saved by the series (default: the shipped model)")
     p.add_argument("--csv", help="write the table to this CSV file, with full precision "
                                  "(- : standard output). Only a new or regular file is "
-                                 "written: a symbolic link, pipe or device is refused")
+                                 "written: a symbolic link, pipe or device is refused. "
+                                 "In the file, a text cell starting with = + - @, a tab or a "
+                                 "carriage return gets a leading ' (no spreadsheet formulas), "
+                                 "and a file name that is not UTF-8 keeps its own bytes")
     p.add_argument("--force", "--overwrite", dest="force", action="store_true",
                    help="replace an existing regular --csv file")
     p.add_argument("--print", action="store_true", help="print the table even with --csv")
@@ -296,11 +344,41 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+#: What an empty value of an option should be instead (the generic hint otherwise).
+_EMPTY_HINTS = {"csv": "a file name, or - for standard output",
+                "model": "a .keras file, or leave out --model for the shipped model",
+                "run": "a plain name, or leave out --run for its default"}
+
+
+def _empty_value(args: argparse.Namespace) -> str | None:
+    """Why the arguments hold an empty value, or None. Each of them used to fall back
+    silently: ``--csv ''`` printed to standard output, ``--run ''`` ran as the profile's
+    name, ``--set data_dir=`` used $BRAIN_MRI_DATA, ``predict ''`` read the current
+    folder."""
+    for dest, value in vars(args).items():
+        option = "--" + dest.replace("_", "-")
+        if dest == "paths" and "" in value:
+            return "an input path is empty (''); give image files or folders"
+        if dest == "set":
+            for item in value:
+                key, equals, text = item.partition("=")
+                if equals and not text.strip():
+                    return (f"--set {item}: the value is empty; give one, or leave out "
+                            f"--set {key.strip()} for the default")
+        elif value == "":
+            hint = _EMPTY_HINTS.get(dest, f"a value, or leave out {option} for the default")
+            return f"{option} is empty (''); give {hint}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     # Everything inside the try, the parser too: building it imports the runner (most
     # of a second), and Ctrl-C there must not print a traceback either.
     try:
         args = parser().parse_args(argv)
+        if (problem := _empty_value(args)):
+            _err(problem)
+            return EXIT_UNUSABLE if args.command == "predict" else 1
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         # A relative $BRAIN_MRI_DATA means "from where I typed the command"; the notebooks'
         # kernels run in notebooks/, so it is made absolute here, once.

@@ -61,9 +61,28 @@ def atomic_write_json(data: Any, target: str | os.PathLike) -> Path:
     return atomic_write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", target)
 
 
-def atomic_write_csv(frame: pd.DataFrame, target: str | os.PathLike) -> Path:
-    with atomic_path(target) as tmp:
-        frame.to_csv(tmp, index=False)
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV text (no index, one ``\\n`` per row), every field that needs it
+    quoted: pandas (Python's csv writer) quotes a field holding a comma, a quote or a line
+    feed, but not one holding only a carriage return, which readers take for a line end
+    (a file name ``a\\rb.jpg`` split its row in two). Written with ``\\r\\n`` line ends, any
+    field holding ``\\r`` or ``\\n`` is quoted; the line ends are then turned back into
+    ``\\n`` outside the quoted fields (the quote state flips at every ``"``, since quotes
+    inside a field are doubled), so the text is otherwise what ``to_csv`` writes."""
+    text = frame.to_csv(index=False, lineterminator="\r\n")
+    parts = text.split('"')
+    parts[::2] = [part.replace("\r\n", "\n") for part in parts[::2]]
+    return '"'.join(parts)
+
+
+def atomic_write_csv(frame: pd.DataFrame, target: str | os.PathLike,
+                     errors: str = "strict") -> Path:
+    """Write ``frame`` (see ``csv_text``) as UTF-8; ``errors="surrogateescape"`` writes the
+    undecodable bytes of file names (as ``os.fsdecode`` keeps them) as they are."""
+    text = csv_text(frame)
+    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", errors=errors,
+                                          newline="") as fh:
+        fh.write(text)
     return Path(target)
 
 
