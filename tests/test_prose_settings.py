@@ -49,3 +49,18 @@ def test_reduced_settings_come_from_the_runs_parameters(tmp_path):
         "ablation_epochs": "40",  # not in the settings: the base chapter's
         "shipped_image_size": "112", "shipped_epochs": "30"}
     assert summary.reduced_settings(run, test, None)["shipped_epochs"] == "n/a"
+
+
+def test_class_recall_gives_counts_so_each_rate_is_shown_with_its_count():
+    from brainmri import CLASS_NAMES, LOGIT_COLUMNS, PROB_COLUMNS
+
+    labels = ["glioma", "glioma", "glioma", "pituitary", "no_tumor"]
+    answers = ["glioma", "glioma", "meningioma", "pituitary", "glioma"]
+    probs = [[float(a == c) for c in CLASS_NAMES] for a in answers]
+    frame = pd.DataFrame(probs, columns=PROB_COLUMNS).assign(label=labels)
+    frame[LOGIT_COLUMNS] = frame[PROB_COLUMNS].to_numpy()
+    recall = summary.class_recall({("m", "test"): frame}, ["m"]).loc["m"]
+    assert (recall["glioma"], recall["glioma n"]) == (2, 3)
+    assert (recall["pituitary"], recall["pituitary n"]) == (1, 1)
+    assert (recall["no_tumor"], recall["no_tumor n"]) == (0, 1)
+    assert (recall["meningioma"], recall["meningioma n"]) == (0, 0)  # shown blank

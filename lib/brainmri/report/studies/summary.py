@@ -148,13 +148,17 @@ def reproduction(table: pd.DataFrame, saved: dict) -> pd.DataFrame:
 
 
 def class_recall(saved: dict, tags, eval_set: str = "test") -> pd.DataFrame:
-    """Per-class recall (share of each class's images found) of every model in ``tags``."""
+    """Per-class recall of every model in ``tags``: for each class, its images found
+    (column ``<class>``) and its images (``<class> n``), so that a recall is shown with
+    its count."""
     rows = {}
     for tag in tags:
         y, probs, _ = arrays(saved[(tag, eval_set)])
         pred = probs.argmax(1)
-        rows[tag] = {c: float((pred[y == k] == k).mean()) if (y == k).any() else np.nan
-                     for k, c in enumerate(CLASS_NAMES)}
+        rows[tag] = {}
+        for k, c in enumerate(CLASS_NAMES):
+            rows[tag][c] = int((pred[y == k] == k).sum())
+            rows[tag][f"{c} n"] = int((y == k).sum())
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
