@@ -398,24 +398,26 @@ def share(warned: int, n: int) -> dict:
     return {"n": int(n), "warned": int(warned), "share": round(warned / n, 4) if n else None}
 
 
-def firing(limit: float, seed: int):
-    """How often random batches of a set's distances exceed ``limit``: ``COLLECTION_DRAWS``
-    draws of ``COLLECTION_BATCH`` images each (batches overlap when the set is small, so
-    the count of draws is not a count of independent batches)."""
-    def fired(d) -> dict:
-        means = batch_means(d, COLLECTION_BATCH, COLLECTION_DRAWS, seed + 1)
-        return share(int((means > limit).sum()), len(means))
-    return fired
-
-
 def firing_by_size(limit: float, distances, seed: int,
                    sizes: Sequence[int] = COLLECTION_SIZES) -> dict:
-    """``firing`` at each set size in ``sizes`` that ``distances`` can fill: size ->
-    batches drawn, batches over ``limit``, share."""
+    """How often random sets of ``distances`` exceed ``limit``, at each set size in
+    ``sizes`` that they can fill: size -> ``COLLECTION_DRAWS`` sets drawn, sets over the
+    limit, share (sets overlap when the images are few, so the count of draws is not a
+    count of independent sets)."""
     d = np.asarray(distances, np.float64)
     return {str(size): share(int((batch_means(d, size, COLLECTION_DRAWS, seed + 1)
                                    > limit).sum()), COLLECTION_DRAWS)
             for size in sizes if len(d) >= size}
+
+
+def firing(limit: float, seed: int):
+    """:func:`firing_by_size` at ``COLLECTION_BATCH`` alone, as a function of a set's
+    distances (the set must hold at least one batch)."""
+    def fired(d) -> dict:
+        if len(d) < COLLECTION_BATCH:
+            raise ValueError(f"{len(d)} images cannot make a batch of {COLLECTION_BATCH}")
+        return firing_by_size(limit, d, seed, (COLLECTION_BATCH,))[str(COLLECTION_BATCH)]
+    return fired
 
 
 def mixed_distances(home, away, rng: np.random.Generator) -> np.ndarray:
