@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from brainmri.core.runfolder import RunFolder
-from brainmri.evaluation import benchmark, explain
+from brainmri.evaluation import attributions, benchmark, explain, map_checks
 from brainmri.modeling import builders as models
 from brainmri.modeling import saved
 from brainmri.report.show import blocks
@@ -67,7 +67,8 @@ def explained(trained_run):
     frame = pd.read_csv(RunFolder(run_dir).predictions("compact_cnn-sartaj", "test")).head(6)
     raw, x = explain.images_for(frame, meta, data_root)
     y = frame["label"].map(["glioma", "meningioma", "no_tumor", "pituitary"].index).to_numpy()
-    maps = explain.explain(explain.make_explainers(model, meta["gradcam_layer"], 4, 4), x, y)
+    explainers = attributions.make_explainers(model, meta["gradcam_layer"], 4, 4)
+    maps = attributions.explain(explainers, x, y)
     return model, x, y, raw, maps
 
 
@@ -96,10 +97,10 @@ def test_every_explainer_gives_one_map_per_image(explained):
 
 def test_faithfulness_and_sanity_scores_are_finite(explained):
     model, x, y, raw, maps = explained
-    table = explain.faithfulness(model, x, y, maps, steps=4, mufidelity_samples=8, seed=0)
+    table = map_checks.faithfulness(model, x, y, maps, steps=4, mufidelity_samples=8, seed=0)
     assert list(table.columns) == ["deletion", "insertion", "mufidelity"]
     assert np.isfinite(table[["deletion", "insertion"]].to_numpy()).all()
-    checks = explain.sanity_and_mass(model, x, y, raw, maps, 4, 4, seed=0, mask_threshold=0.1,
+    checks = map_checks.sanity_and_mass(model, x, y, raw, maps, 4, 4, seed=0, mask_threshold=0.1,
                                      randomisation_flag=0.5)
     assert ((checks["mass_in_brain"] >= 0) & (checks["mass_in_brain"] <= 1)).all()
     assert (checks["randomisation_similarity"].abs() <= 1).all()
@@ -107,7 +108,7 @@ def test_faithfulness_and_sanity_scores_are_finite(explained):
 
 def test_randomised_copy_has_new_weights(explained):
     model = explained[0]
-    clone = explain.randomized_copy(model, seed=1)
+    clone = map_checks.randomized_copy(model, seed=1)
     assert not np.allclose(clone.get_layer("logits").get_weights()[0],
                            model.get_layer("logits").get_weights()[0])
 
@@ -115,26 +116,26 @@ def test_randomised_copy_has_new_weights(explained):
 def test_brain_mask_and_mass_shares_on_a_known_image():
     img = np.zeros((1, 40, 40, 1), np.uint8)
     img[0, 10:30, 10:30] = 200  # a 20 x 20 "brain" = 25 % of the image
-    mask = explain.brain_mask(img, 0.1)
+    mask = map_checks.brain_mask(img, 0.1)
     assert mask.sum() == 400
     inside = np.zeros((1, 40, 40))
     inside[0, 15:25, 15:25] = 1.0
-    band = explain.contour_band(mask, width=1)
-    shares = explain.mass_shares(inside, mask, band)
+    band = map_checks.contour_band(mask, width=1)
+    shares = map_checks.mass_shares(inside, mask, band)
     assert shares["mass_in_brain"] == pytest.approx(1.0)
     assert shares["area_in_brain"] == pytest.approx(0.25)
     assert shares["mass_on_contour"] == pytest.approx(0.0)
     edge = np.zeros((1, 40, 40))
     edge[0, 10, 10:30] = 1.0
-    assert explain.mass_shares(edge, mask, band)["mass_on_contour"] == pytest.approx(1.0)
+    assert map_checks.mass_shares(edge, mask, band)["mass_on_contour"] == pytest.approx(1.0)
 
 
 def test_gradcam_reaches_the_transfer_models_named_layers():
     for name, shape in (("convnext_tiny", (32, 32, 3)), ("inception_v3", (75, 75, 3))):
         model = models.build(name, shape, weights="none")
         x = np.random.default_rng(0).normal(size=(1, *shape)).astype("float32")
-        explainer = explain.gradcam(model, models.GRADCAM_LAYER[name])
-        cam = np.asarray(explainer(x, explain.one_hot(np.array([0]))))
+        explainer = attributions.gradcam(model, models.GRADCAM_LAYER[name])
+        cam = np.asarray(explainer(x, attributions.one_hot(np.array([0]))))
         assert cam.shape[1:3] == shape[:2] and np.isfinite(cam).all()
 
 

@@ -2,8 +2,9 @@
 
 - imports point one way, from later stages to earlier ones;
 - every parameter default lives in params/base.yaml only: no notebook assigns a parameter
-  a value, and no library signature, module constant, command-line option or notebook
-  call repeats a value that base.yaml gives a parameter of the same or a related name.
+  a value (but the parameters cell, which base.yaml generates), and no library signature,
+  module constant, command-line option or notebook call repeats a value that base.yaml
+  gives a parameter of the same or a related name.
 """
 
 import ast
@@ -294,16 +295,22 @@ def test_design_rules_catch_the_leaks_they_were_written_for():
 
 
 def test_notebooks_declare_names_and_assign_no_parameter_a_value():
+    """The parameters cell declares the chapter's parameters with base.yaml's values, as
+    base.yaml generates it (issue 37: papermill's convention; tests/test_papermill_cli.py
+    compares the values); no other cell assigns a parameter."""
+    from brainmri.report.series import cells
+
+    base = profiles.load_profile("base")
     names = set(_base_values())
     for path in sorted(paths.notebooks_dir().glob("*.ipynb")):
         nb = nbformat.read(path, 4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         assigned = {t.id for node in ast.parse(cell.source).body
                     for t in getattr(node, "targets", []) if isinstance(t, ast.Name)}
-        assert assigned == {"params", "run_dir"}, path.name
-        assert "params = {}" in cell.source, path.name
+        assert assigned == {*base.declared(path.stem), "run_dir"}, path.name
+        assert cell.source == cells.cell_source(path.stem, base), path.name
         for c in nb.cells:
-            if c.cell_type != "code":
+            if c.cell_type != "code" or c is cell:
                 continue
             for node in ast.walk(ast.parse(c.source)):
                 if isinstance(node, ast.Assign):
@@ -316,7 +323,7 @@ def test_notebook_calls_pass_parameters_not_their_values():
     """A chapter passes ``p.batch_size``, never ``batch_size=16``: a literal keyword
     argument equal to one of the chapter's base.yaml values under a related name (see
     ``_repeats``) is a default written a second time. The parameters cell itself holds
-    placeholders only (``params = {}``, ``run_dir = None``: the test above)."""
+    base.yaml's values as base.yaml generates it (the test above)."""
     base = profiles.load_profile("base")
     repeated = []
     for path in sorted(paths.notebooks_dir().glob("*.ipynb")):

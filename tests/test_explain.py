@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 from brainmri import CLASS_NAMES  # noqa: E402
 from brainmri.core.errors import BrainMRIError  # noqa: E402
 from brainmri.core.runfolder import RunFolder  # noqa: E402
-from brainmri.evaluation import explain  # noqa: E402
+from brainmri.evaluation import attributions, explain, map_checks  # noqa: E402
 
 #: Tiny settings: seconds per model on the 32 px synthetic compact CNN.
 TINY = {"per_class": 1, "faithfulness_samples": 6, "ig_steps": 4, "smoothgrad_samples": 4,
@@ -135,13 +135,13 @@ def test_shared_mufidelity_scores_an_exact_attribution_one_and_its_opposite_minu
     w = rng.uniform(0.5, 1.5, (8, 8))
     x = rng.uniform(0.2, 1.0, (3, 8, 8, 1)).astype(np.float32)
     model = _linear_model(w)
-    baseline = explain.background_baseline(x)
+    baseline = map_checks.background_baseline(x)
     exact = (w * (x - baseline)[..., 0]).astype(np.float32)  # exactly what removal costs
-    targets = explain.one_hot(np.zeros(3, int))
+    targets = attributions.one_hot(np.zeros(3, int))
     metric = MuFidelity(model, x, targets, grid_size=8, nb_samples=40, batch_size=16,
-                        baseline_mode=explain.background_baseline, activation="softmax")
+                        baseline_mode=map_checks.background_baseline, activation="softmax")
     maps = {"exact": exact, "opposite": -exact, "flat": np.ones_like(exact)}
-    scores = explain.shared_mufidelity(metric, maps, seed=0)
+    scores = map_checks.shared_mufidelity(metric, maps, seed=0)
     assert scores["exact"] == pytest.approx(1.0, abs=1e-6)
     assert scores["opposite"] == pytest.approx(-1.0, abs=1e-6)
     assert scores["flat"] < 0.9  # the count of removed pixels alone ranks less well
@@ -149,12 +149,12 @@ def test_shared_mufidelity_scores_an_exact_attribution_one_and_its_opposite_minu
     import keras
 
     keras.utils.set_random_seed(123)
-    assert explain.shared_mufidelity(metric, maps, seed=0) == scores
+    assert map_checks.shared_mufidelity(metric, maps, seed=0) == scores
 
 
 def test_subset_masks_are_seeded_and_remove_the_asked_share():
-    first = explain.subset_masks(np.random.default_rng(5), 400, 8, (32, 32), 0.2)
-    again = explain.subset_masks(np.random.default_rng(5), 400, 8, (32, 32), 0.2)
+    first = map_checks.subset_masks(np.random.default_rng(5), 400, 8, (32, 32), 0.2)
+    again = map_checks.subset_masks(np.random.default_rng(5), 400, 8, (32, 32), 0.2)
     assert first.shape == (400, 32, 32, 1) and np.array_equal(first, again)
     assert set(np.unique(first)) == {0.0, 1.0}
     assert 1.0 - first.mean() == pytest.approx(0.2, abs=0.02)  # 25,600 cells drawn

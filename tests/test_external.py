@@ -216,6 +216,13 @@ def test_model_card_ablation_block_is_generated_from_the_run(tmp_path):
            "| 756 |" in text
     with pytest.raises(Exception, match="no <!-- results:start -->"):
         blocks.render_block(text, "results", "x", "metrics.csv", "demo")
+    # a run that recorded the counts behind its home rates shows them (issue 28, rule 2)
+    counted = ablation.assign(**{"val correct": [401, 422], "val images": [454, 454],
+                                 "test correct": [354, 380], "test images": [408, 408],
+                                 "test no-tumour images": [19, 19],
+                                 "test false alarms": [1, 0]})
+    row = tables.ablation_table(counted).splitlines()[-1]
+    assert row.startswith("| compact_cnn+ablation-baseline+bn | 422/454 | 380/408 | 19/19 | ")
 
 
 def _union_run(root, extra_training="sartaj", record="sidecar", audit_sartaj=True):

@@ -2,6 +2,7 @@
 the chapter's markdown pastes by glue), the values a model chapter glues, and where each
 chapter shows its paragraph."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -17,6 +18,11 @@ from brainmri.report.show import findings
 from brainmri.report.studies.experiment import Result
 
 LEAD = "**What we found.**"
+#: The heading a chapter's closing section starts with (the book's pages link to it).
+HEADING = "## What we found"
+#: The numbers a phrase carries, in order (``1,500``, ``45.7``); not the digits of a
+#: name such as ``08c`` or ``Br35H``.
+NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
 
 
 def _frame(labels, predicted, split, eval_dataset=None, scale=3.0):
@@ -76,18 +82,33 @@ def test_within_or_beyond_the_sampling_margin():
 
 
 def test_sigmoid_verdict_is_one_phrase_consistent_with_the_numbers():
-    assert findings.sigmoid_verdict(["pituitary"], "beyond").startswith("reproduced in kind only")
-    assert findings.sigmoid_verdict(["glioma"], "within").startswith("reproduced:")
-    assert findings.sigmoid_verdict(["glioma", "pituitary"], "within").startswith("not reproduced")
+    """Three readings: collapsed at the report's accuracy, collapsed but not at its
+    accuracy, not collapsed (whatever the accuracy); which class it collapses onto does
+    not matter."""
+    verdict = findings.sigmoid_verdict
+    at_accuracy, in_kind = verdict(["glioma"], "within"), verdict(["pituitary"], "beyond")
+    not_collapsed = verdict(["glioma", "pituitary"], "within")
+    assert len({at_accuracy, in_kind, not_collapsed}) == 3
+    assert verdict(["pituitary"], "within") == at_accuracy
+    assert verdict(["glioma"], "beyond") == in_kind
+    assert verdict(["glioma", "pituitary"], "beyond") == not_collapsed
+    assert at_accuracy.startswith("reproduced") and in_kind.startswith("reproduced")
+    assert not_collapsed.startswith("not ")
 
 
 def test_label_noise_verdict_checks_only_tumour_or_not():
-    assert "not label noise at the level Br35H can check" in findings.label_noise_verdict(
-        pd.Series(["tumour", "tumour"]))
-    assert "tumour type cannot be checked" in findings.label_noise_verdict(pd.Series(["tumour"]))
-    assert findings.label_noise_verdict(pd.Series(["tumour", "no_tumor"])).startswith(
-        "partly label noise: 1 of their 2")
-    assert findings.label_noise_verdict(pd.Series([], dtype=str)).startswith("cannot be checked")
+    """Copies all filed as tumours: not label noise, whatever their number (and the type
+    stays unchecked); some filed as no tumour: partly, with the count of them out of all
+    copies; no copy: nothing to check."""
+    verdict = findings.label_noise_verdict
+    agree = verdict(pd.Series(["tumour", "tumour"]))
+    assert verdict(pd.Series(["tumour"])) == agree and not NUMBER.findall(agree)
+    assert agree.startswith("not ") and "type" in agree
+    partly = verdict(pd.Series(["tumour", "no_tumor"]))
+    assert partly.startswith("partly") and NUMBER.findall(partly) == ["1", "2"]
+    assert NUMBER.findall(verdict(pd.Series(["no_tumor", "tumour", "no_tumor"]))) == ["2", "3"]
+    unchecked = verdict(pd.Series([], dtype=str))
+    assert unchecked not in (agree, partly) and not NUMBER.findall(unchecked)
 
 
 def test_claim_verdict_needs_the_paired_test_and_the_seed_spread():
@@ -115,8 +136,9 @@ def test_lever_effects_are_judged_against_the_seed_spread():
     effects = effects.set_index("recipe")
     assert effects.loc["crop+bn", "against"] == "baseline+bn"
     assert effects.loc["crop", "change"] == pytest.approx(0.079)
-    assert effects.loc["crop", "reading"] == "within the seed spread"  # 7.9 < 8.2 points
-    assert effects.loc["union", "reading"] == "beyond the seed spread"
+    assert effects.loc["crop", "reading"].startswith("within")  # 7.9 < 8.2 points
+    assert effects.loc["union", "reading"].startswith("beyond")
+    assert effects.loc["crop+bn", "reading"] == effects.loc["crop", "reading"]  # 5.7 points
     assert "baseline" not in effects.index and "baseline+bn" not in effects.index
     # no recipe trained on several seeds: no spread to judge by, so no claim at all
     alone = findings.lever_effects(table, "external sensitivity", yardstick=float("nan"))
@@ -124,22 +146,38 @@ def test_lever_effects_are_judged_against_the_seed_spread():
 
 
 def test_threshold_and_other_dataset_readings():
-    assert findings.threshold_effect(6, 13) == "misses 7 more tumours than the argmax"
-    assert findings.threshold_effect(6, 6) == "misses as many tumours as the argmax"
-    assert findings.threshold_effect(6, 2) == "finds 4 more tumours than the argmax"
-    assert "not an external test" in findings.other_dataset_reading("sartaj", "sartaj")
-    assert "share images" in findings.other_dataset_reading(None, "sartaj")
+    """The threshold misses or finds the difference in missed tumours (as many: no
+    number); the other home test set is external to no recipe: three readings, by whether
+    the recipe trained on that dataset and whether one was scored."""
+    more, fewer, same = (findings.threshold_effect(6, m) for m in (13, 2, 6))
+    assert more.startswith("misses") and NUMBER.findall(more) == ["7"]
+    assert fewer.startswith("finds") and NUMBER.findall(fewer) == ["4"]
+    assert same.startswith("misses") and not NUMBER.findall(same)
+    reading = findings.other_dataset_reading
+    trained_on, shares, none = (reading("sartaj", "sartaj"), reading(None, "sartaj"),
+                                reading("sartaj", None))
+    assert len({trained_on, shares, none}) == 3
+    assert reading("figshare", "figshare") == trained_on
+    assert reading("figshare", "sartaj") == shares
+    assert all("external" in r and "not" in r for r in (trained_on, shares))
 
 
 def test_dedup_reading_says_what_a_set_without_no_tumour_images_measures():
-    assert "measures no specificity" in findings.dedup_reading(0)
-    assert "fewer than 50" in findings.dedup_reading(19)
-    assert "fewer than" not in findings.dedup_reading(120)
+    """No no-tumour image: no specificity (and no count); fewer than FEW_CASES: the count
+    and that limit; more: the count alone."""
+    from brainmri.report.show import glued
+
+    none = findings.dedup_reading(0)
+    assert "no specificity" in none and not NUMBER.findall(none)
+    assert NUMBER.findall(findings.dedup_reading(19)) == ["19", str(glued.FEW_CASES), "19"]
+    assert NUMBER.findall(findings.dedup_reading(1200)) == ["1,200", "1,200"]
 
 
 def test_variance_reproduced_within_five_per_cent():
-    assert findings.reproduced(0.03).startswith("reproduces")
-    assert findings.reproduced(-0.26).startswith("does not reproduce")
+    yes, no = findings.reproduced(0.03), findings.reproduced(-0.26)
+    assert yes.startswith("reproduces") and NUMBER.findall(yes) == ["5"]  # within 5 %
+    assert findings.reproduced(-0.05) == yes and findings.reproduced(0.051) == no
+    assert no != yes and not NUMBER.findall(no)
 
 
 # --- 11 -----------------------------------------------------------------------------
@@ -168,7 +206,7 @@ def test_chapter_ends_with_a_written_paragraph_that_pastes_glued_numbers(chapter
     from the code cells (no sentence built by Python)."""
     nb = nbformat.read(paths.notebooks_dir() / f"{chapter}.ipynb", 4)
     last = nb.cells[-1]
-    assert last.cell_type == "markdown" and last.source.startswith("## What we found")
+    assert last.cell_type == "markdown" and last.source.startswith(HEADING)
     assert "{glue:text}`" in last.source
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "Markdown(" not in code and "print(" not in code
@@ -182,7 +220,7 @@ def test_transfer_chapter_says_what_it_measures_before_it_can_stop(chapter):
     run = next(i for i, c in enumerate(nb.cells) if "experiment.run(" in c.source)
     before = nb.cells[run - 1]
     assert before.cell_type == "markdown" and before.source.startswith(LEAD)
-    assert "quoted, not reproduced" in before.source and "%" not in before.source
+    assert "quoted" in before.source and "%" not in before.source
 
 
 def test_the_recipe_says_which_levers_it_took():
@@ -190,16 +228,18 @@ def test_the_recipe_says_which_levers_it_took():
 
     from brainmri.report.show.findings import recipe_words
 
-    assert recipe_words(SimpleNamespace(variant=None)) == "plain recipe (no lever of chapter 08c)"
-    took = SimpleNamespace(variant="crop-union-bn-gin", levers_from="08c_shortcut_ablation",
-                           levers_taken=["gin"])
-    assert recipe_words(took) == ("crop-union-bn-gin recipe (with gin, chosen in chapter 08c "
-                                  "on Sartaj held out)")
-    none = SimpleNamespace(variant="crop-union-bn", levers_from="08c_shortcut_ablation")
-    assert "none was added" in recipe_words(none)
-    slow = SimpleNamespace(variant="crop-union-bn", levers_from="08c_shortcut_ablation",
-                           levers_taken=[], levers_too_slow={"wide": 95}, training_minutes=60)
-    assert recipe_words(slow) == ("crop-union-bn recipe (no lever chosen in chapter 08c on "
-                                  "Sartaj held out fits the training time: wide was left out, "
-                                  "since training with it was predicted to take 95 minutes, "
-                                  "over the 60 allowed)")
+    plain = recipe_words(SimpleNamespace(variant=None))
+    assert plain.startswith("plain") and "08c" in plain and not NUMBER.findall(plain)
+    took = recipe_words(SimpleNamespace(variant="crop-union-bn-gin",
+                                        levers_from="08c_shortcut_ablation",
+                                        levers_taken=["gin"]))
+    assert took.startswith("crop-union-bn-gin ") and "with gin" in took and "08c" in took
+    none = recipe_words(SimpleNamespace(variant="crop-union-bn",
+                                        levers_from="08c_shortcut_ablation"))
+    assert none.startswith("crop-union-bn ") and "none" in none and "gin" not in none
+    slow = recipe_words(SimpleNamespace(variant="crop-union-bn",
+                                        levers_from="08c_shortcut_ablation", levers_taken=[],
+                                        levers_too_slow={"wide": 95}, training_minutes=60))
+    # the lever left out, its predicted minutes, then the minutes allowed
+    assert slow.startswith("crop-union-bn ") and "wide" in slow and "with wide" not in slow
+    assert NUMBER.findall(slow) == ["95", "60"] and slow.index("wide") < slow.index("95")

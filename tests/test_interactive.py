@@ -287,8 +287,8 @@ def test_try_the_model_notebook_runs_headless_with_a_given_model_and_image(train
     image = _glioma_png(tmp_path)
     nb = nbformat.read(paths.notebooks_dir() / "11_try_the_model.ipynb", 4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    cell.source = (f"params = {{'model_path': {str(model_dir)!r}, "
-                   f"'example_image': {str(image)!r}}}\nrun_dir = {str(tmp_path / 'run')!r}")
+    cell.source = (f"model_path = {str(model_dir)!r}\nexample_image = {str(image)!r}\n"
+                   f"run_dir = {str(tmp_path / 'run')!r}")
 
     nb = _execute(nb, cwd=paths.notebooks_dir())
 

@@ -9,14 +9,21 @@ import yaml
 
 from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError, ProfileError
+from brainmri.report.series import cells as param_cells
 from brainmri.report.series import notebook, profiles, runner
-
-PARAMS_CELL = "params = {}\nrun_dir = None"
 
 
 def _notebook(path, body_src):
+    """A chapter of the test project: its parameters cell declares BASE's values (as
+    `make params-cells` writes them), then the cell that reads them back, then the body."""
+    chapter = BASE["chapters"][path.stem]
+    values = {k: v for group in chapter["shared"] for k, v in BASE["shared"][group].items()}
+    values.update(chapter["params"])
+    params_cell = "".join(f"{k} = {v!r}  # help\n" for k, v in values.items()) + "run_dir = None"
     cells = [nbformat.v4.new_markdown_cell("# Test notebook"),
-             nbformat.v4.new_code_cell(PARAMS_CELL), nbformat.v4.new_code_cell(body_src)]
+             nbformat.v4.new_code_cell(params_cell),
+             nbformat.v4.new_code_cell(param_cells.READ_BACK.format(chapter=path.stem)),
+             nbformat.v4.new_code_cell(body_src)]
     cells[1].metadata["tags"] = ["parameters"]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -76,7 +83,7 @@ def test_parameters_flow_from_base_and_profile_to_the_notebook(project):
     assert _first(run_dir) == {"size": 7, "dataset": "sartaj"}
     executed = nbformat.read(run_dir / "notebooks" / "01_first.ipynb", 4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert '"size": 7' in injected[0].source
+    assert "size = 7" in injected[0].source  # papermill's own way: one variable each
     # the run folder lies outside the project: named through the variable the runner sets
     assert 'run_dir = "$BRAIN_MRI_RESULTS/test"' in injected[0].source
     assert str(root) not in (run_dir / "notebooks" / "01_first.ipynb").read_text()
@@ -116,14 +123,13 @@ def test_data_dir_is_injected_relative_or_as_a_variable(tmp_path, monkeypatch):
 
     inside = RunFolder(paths.project_root() / "results" / "x")
     injected, env = runner._portable(inside, {"data_dir": str(tmp_path / "data"), "seed": 1})
-    assert injected == {"params": {"data_dir": "$BRAIN_MRI_DATA", "seed": 1},
-                        "run_dir": "results/x"}
+    assert injected == {"data_dir": "$BRAIN_MRI_DATA", "seed": 1, "run_dir": "results/x"}
     assert env == {"BRAIN_MRI_DATA": str(tmp_path / "data")}
     monkeypatch.setenv("BRAIN_MRI_DATA", env["BRAIN_MRI_DATA"])
     assert notebook.local_path("$BRAIN_MRI_DATA", "data_dir") == tmp_path / "data"
     project_data = paths.project_root() / "data" / "raw"
     injected, env = runner._portable(inside, {"data_dir": str(project_data)})
-    assert injected["params"]["data_dir"] == "data/raw" and env == {}
+    assert injected["data_dir"] == "data/raw" and env == {}
     assert notebook.local_path("data/raw", "data_dir") == project_data
     monkeypatch.delenv("BRAIN_MRI_RESULTS", raising=False)
     with pytest.raises(BrainMRIError, match=r"\$BRAIN_MRI_RESULTS, which is not set"):

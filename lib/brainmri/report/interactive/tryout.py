@@ -22,7 +22,7 @@ from brainmri import CLASS_NAMES, PROB_COLUMNS
 from brainmri.core.errors import BrainMRIError
 from brainmri.data.pixels import normalize
 from brainmri.data.sources import locate
-from brainmri.evaluation import explain
+from brainmri.evaluation import attributions
 from brainmri.modeling import inference, saved
 from brainmri.report.series.notebook import local_path
 from brainmri.report.show import figures
@@ -49,7 +49,7 @@ class Tryout:
 def _loaded(model_file: str, modified_ns: int):
     """(model, metadata, Grad-CAM explainer), kept while the same file is tried again."""
     model, meta = saved.load_for_prediction(model_file)
-    gradcam = explain.gradcam(model, meta.get("gradcam_layer"), xplique_batch=1)
+    gradcam = attributions.gradcam(model, meta.get("gradcam_layer"), xplique_batch=1)
     return model, meta, gradcam
 
 
@@ -95,7 +95,7 @@ def explain_file(path, model_path=None) -> Tryout:
     pixels = inference.prepare(path, spec).pixels[None]  # what the model was given
     x = np.asarray(normalize(pixels, meta["normalization"]))
     target = np.array([CLASS_NAMES.index(row["prediction"])])
-    heat = explain.explain({"GradCAM": gradcam}, x, target)["GradCAM"][0]
+    heat = attributions.explain({"GradCAM": gradcam}, x, target)["GradCAM"][0]
     title = f"{path.name}: {row['prediction']} ({100 * probabilities.max():.1f} %)"
     return Tryout(path, row["prediction"], probabilities, row["warning"], heat,
                   probability_bars(probabilities, title),

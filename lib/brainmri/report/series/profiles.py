@@ -377,6 +377,23 @@ def from_text(profile: Profile, name: str, text: str) -> Any:
     return typed(profile, name, loaded)
 
 
+def from_papermill(profile: Profile, name: str, value: Any) -> Any:
+    """A value papermill set (``-p``, ``-r``, ``-y``, ``-f``) as its parameter reads it, so
+    that it meets the checks of a ``--set`` value. ``-p`` makes "3" an int and keeps other
+    text as text: text given for a number, a list or a mapping is read as ``--set`` reads
+    it (``-p datasets "[sartaj, br35h]"``, ``-p subset null``), and a whole number given for
+    a text parameter is its digits (``-p data_dir 2024`` is the folder "2024")."""
+    kind = profile.rule(name).type if name in profile.rule_names() else ""
+    if isinstance(value, str):
+        try:
+            return from_text(profile, name, value)
+        except ProfileError:  # not YAML: left as text, for the rule to refuse by its type
+            return value
+    if kind in TEXT and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return typed(profile, name, value)
+
+
 def check_overrides(profile: Profile, steps: list[Step], overrides: dict[str, Any]) -> None:
     """``--set`` values: each must name a parameter of at least one step that runs, with an
     acceptable value. One error lists every problem, before any notebook runs, each with

@@ -145,7 +145,9 @@ def _portable(run: RunFolder, params: dict[str, Any]) -> tuple[dict[str, Any], d
             params["data_dir"] = f"${DATA_ENV}"
         else:
             params["data_dir"] = inside
-    return {"params": params, "run_dir": run_dir}, env
+    # papermill's own way: one variable per parameter of the chapter, as its parameters
+    # cell declares them (``papermill -p NAME VALUE`` gives the same cell)
+    return {**params, "run_dir": run_dir}, env
 
 
 @contextlib.contextmanager

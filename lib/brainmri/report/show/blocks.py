@@ -7,13 +7,20 @@ leakage.json, params.yaml) and the shipped model's sidecar. The book's pages do 
 need this: they paste their numbers from the executed chapters with myst-nb's glue.
 :func:`render_all` gives what the files should hold, so a test can check that the
 committed files match the run. A block whose source is missing is left empty.
+
+The English lives in ``templates/`` (one Jinja2 template per block, its values named at
+its top); each block function here only computes those values, already formatted
+(``percent``, ``count``, ``pct``, durations, lists), and :func:`fill` renders and wraps.
+To change a sentence, edit its template: the tests check the numbers, not the words.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+import jinja2
 import pandas as pd
 
 from brainmri.core import paths
@@ -40,33 +47,66 @@ from brainmri.report.studies.summary import duration as _duration
 from brainmri.report.studies.summary import listing as _join
 from brainmri.report.studies.summary import machine
 
-# --- the blocks -----------------------------------------------------------------------------
+# --- filling a template -------------------------------------------------------------------
+
+TEMPLATES = Path(__file__).parent / "templates"
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,
+                          undefined=jinja2.StrictUndefined, trim_blocks=True,
+                          lstrip_blocks=True)
+#: ``items | each("`{}` ({})")``: each item (a tuple fills several ``{}``) in the pattern
+_ENV.filters["each"] = lambda items, pattern: [
+    pattern.format(*i) if isinstance(i, tuple | list) else pattern.format(i) for i in items]
+#: ``names | listing``: "a, b and c"
+_ENV.filters["listing"] = _join
+
+
+def fill(template: str, /, **context) -> str:
+    """``templates/<template>.md.j2`` filled with ``context`` (values already formatted),
+    as Markdown: a blank line starts a paragraph, any other line break reads as a space,
+    and each paragraph is wrapped by :func:`wrap`; a paragraph starting with ``- `` is a
+    list item (consecutive items stay together) and one starting with ``|`` a table, kept
+    as it is."""
+    text = _ENV.get_template(f"{template}.md.j2").render(**context)
+    out = ""
+    for part in (p.strip() for p in re.split(r"\n[ \t]*\n", text)):
+        if not part:
+            continue
+        flat = " ".join(part.split())
+        item = flat.startswith("- ")
+        if out:
+            out += "\n" if item and out.rsplit("\n\n", 1)[-1].startswith("- ") else "\n\n"
+        out += (part if part.startswith("|") else
+                wrap(flat[2:], "- ", "  ") if item else wrap(flat))
+    return out
+
+
+# --- the blocks: each computes its template's values -----------------------------------------
 
 
 def readme_run(r: RunFiles) -> str:
     """README, Results: what the run is, where its time went, what it trained."""
     seconds = r.seconds()
-    longest = sorted(seconds.items(), key=lambda kv: -kv[1])[:3]
-    text = (f"The committed {r.name} run (`results/{r.name}/`, `params/{r.name}.yaml`) ran on "
-            f"{machine(r.environment)}, in {_duration(sum(seconds.values()))} of notebook "
-            f"time over {len(seconds)} steps; the longest were "
-            + _join([f"`{s}` ({_duration(t)})" for s, t in longest]) + ".")
     on: dict[str, list[str]] = {}
     for m, d in r.metrics[["model", "dataset"]].drop_duplicates().itertuples(index=False):
         on.setdefault(MODELS.get(m.split("+")[0], m), []).append(DATASETS.get(d, d))
-    text += (" It trained " + _join([f"the {m} on {_join(sorted(d))}" for m, d in on.items()])
-             + "; report 000's models at the report's settings.")
-    if r.shipped and r.row(r.shipped, "test") is not None:
-        text += f" The shipped model is `{r.shipped}`."
-    skipped = [s for s, e in r.state.items()
-               if isinstance(e, dict) and e.get("status") == "skipped"]
-    if skipped:
-        text += (f" Skipped on that machine: {_join([f'`{s}`' for s in skipped])} (see "
-                 "state.json for why); the run has no rows for their models.")
     revisions = {s.get("revision") for s in r.state.values() if isinstance(s, dict)} - {None}
-    if len(revisions) == 1:
-        text += f" Every step ran at revision `{revisions.pop()}`."
-    return wrap(text)
+    return fill(
+        "readme_run", name=r.name, machine=machine(r.environment),
+        total=_duration(sum(seconds.values())), steps=len(seconds),
+        longest=[(s, _duration(t)) for s, t in sorted(seconds.items(), key=lambda kv: -kv[1])[:3]],
+        trained=[(m, _join(sorted(d))) for m, d in on.items()],
+        shipped=r.shipped if r.shipped and r.row(r.shipped, "test") is not None else "",
+        skipped=[s for s, e in r.state.items()
+                 if isinstance(e, dict) and e.get("status") == "skipped"],
+        revision=revisions.pop() if len(revisions) == 1 else "")
+
+
+def _flagged(sidecar: dict) -> dict:
+    """The out-of-distribution threshold's share of clean validation images it flags."""
+    ood = sidecar.get("ood", {})
+    if ood.get("false_alarm_rate") is None:
+        return {"flagged": "", "n_val": ""}
+    return {"flagged": percent(ood["false_alarm_rate"], 0), "n_val": count(ood.get("n_val", 0))}
 
 
 def card_model(r: RunFiles) -> str:
@@ -74,60 +114,37 @@ def card_model(r: RunFiles) -> str:
     s = r.sidecar
     if not s:
         return ""
-    parts = [f"The shipped model has {count(s['parameters'])} weights"
-             + (f" in a {r.model_file.stat().st_size / 1e6:.1f} MB file"
-                if r.model_file and r.model_file.exists() else "") + "."]
-    if s.get("temperature"):
-        parts.append(f"Its validation temperature is {s['temperature']:.3f} (below 1: the raw "
-                     "model was under-confident on validation images; above 1: "
-                     "over-confident).")
-    ood = s.get("ood", {})
-    if ood.get("false_alarm_rate") is not None:
-        parts.append(f"Its out-of-distribution threshold flags "
-                     f"{percent(ood['false_alarm_rate'], 0)} of the "
-                     f"{count(ood.get('n_val', 0))} clean validation images.")
-    return wrap(" ".join(parts))
+    size = r.model_file.stat().st_size if r.model_file and r.model_file.exists() else None
+    return fill("card_model", weights=count(s["parameters"]),
+                megabytes=f"{size / 1e6:.1f}" if size is not None else "",
+                temperature=f"{s['temperature']:.3f}" if s.get("temperature") else "",
+                **_flagged(s))
 
 
 def card_training(r: RunFiles) -> str:
     """Model card, Data and training: the split's sizes and how long training took."""
-    parts = []
     dataset = r.sidecar.get("dataset", "")
-    c = r.split_counts
-    if c is not None:
+    train = val = 0
+    if (c := r.split_counts) is not None:
         d = c[c["dataset"] == dataset]
         train, val = d.loc[d["split"] == "train", "n"].sum(), d.loc[d["split"] == "val", "n"].sum()
-        if train:
-            parts.append(f"The split gave {count(train)} {DATASETS.get(dataset, dataset)} training "
-                         f"and {count(val)} validation images (before any images a recipe adds).")
     exported = [s for s, p in r.params.items()
                 if isinstance(p, dict) and p.get("export_to") == SHIPPED_MODEL.as_posix()]
     step = next((s for s in exported + [f"08b_compact_cnn-{dataset}"] if s in r.seconds()), None)
-    if step:
-        t = r.sidecar.get("training", {})
-        parts.append(f"Training from scratch (step `{step}` of the {r.name} run) took "
-                     f"{_duration(r.seconds()[step])} on {machine(r.environment)}, for at most "
-                     f"{t.get('epochs')} epochs with early stopping (patience "
-                     f"{t.get('patience')}).")
-    return wrap(" ".join(parts))
+    t = r.sidecar.get("training", {})
+    return fill("card_training", train=count(train) if train else "", val=count(val),
+                dataset=DATASETS.get(dataset, dataset), step=step or "", name=r.name,
+                took=_duration(r.seconds()[step]) if step else "",
+                machine=machine(r.environment), epochs=t.get("epochs"),
+                patience=t.get("patience"))
 
 
 def card_metrics_note(r: RunFiles) -> str:
     """Model card, Metrics: how the flags and intervals were computed."""
-    ood = r.sidecar.get("ood", {})
-    parts = []
-    if ood.get("false_alarm_rate") is not None:
-        parts.append("\"flagged as unusual\" is the share of images whose energy score is above "
-                     "the sidecar's out-of-distribution threshold (set to flag "
-                     f"{percent(ood['false_alarm_rate'], 0)} of the "
-                     f"{count(ood.get('n_val', 0))} clean "
-                     "validation images): the `warning` that `brainmri predict` prints.")
     bench = r.params.get("09_benchmark", {})
-    if bench.get("n_bootstrap"):
-        parts.append(f"Intervals are percentile bootstrap 95 % intervals "
-                     f"({count(bench['n_bootstrap'])} resamples, seed {bench.get('seed')}); a "
-                     "specificity is given as a count, as it may rest on few images.")
-    return wrap(" ".join(parts))
+    return fill("card_metrics_note", **_flagged(r.sidecar),
+                resamples=count(bench["n_bootstrap"]) if bench.get("n_bootstrap") else "",
+                seed=bench.get("seed"))
 
 
 def card_ablation_note(r: RunFiles) -> str:
@@ -137,19 +154,15 @@ def card_ablation_note(r: RunFiles) -> str:
         return ""
     single = a[~a["model"].str.contains("-seed")]
     best = single.loc[single["val accuracy"].idxmax()]
-    text = (f"Chapter `08c_shortcut_ablation` trains the same network at reduced size once "
-            f"per recipe ({len(single)} variants) and scores each on validation, home test and "
-            f"Br35H's new tumour images. Only the validation column chose the recipe "
-            f"(`{best['recipe']}` ranks first there, {percent(best['val accuracy'])}).")
     spread = benchmark.seed_spread(a, by="recipe", value="external sensitivity",
                                    ci_low="external CI low", ci_high="external CI high")
+    widest = None
     if not spread.empty:
-        s = spread.sort_values("max").iloc[-1]
-        text += (f" Retrained with {int(s['seeds'])} seeds, `{spread.sort_values('max').index[-1]}`"
-                 f"'s Br35H sensitivity ranges from {percent(s['min'])} to {percent(s['max'])}: a "
-                 "difference between two variants smaller than that is not an effect of the "
-                 "lever (the chapter's verdicts).")
-    return wrap(text)
+        s = spread.sort_values("max")
+        widest = {"seeds": int(s.iloc[-1]["seeds"]), "recipe": s.index[-1],
+                  "low": percent(s.iloc[-1]["min"]), "high": percent(s.iloc[-1]["max"])}
+    return fill("card_ablation_note", variants=len(single), best=best["recipe"],
+                best_accuracy=percent(best["val accuracy"]), spread=widest)
 
 
 def card_levers_note(r: RunFiles) -> str:
@@ -160,71 +173,42 @@ def card_levers_note(r: RunFiles) -> str:
     if r.levers is None or r.levers.empty:
         return ""
     s = levers.spread(r.levers)
-    baseline = s.index[0]
-    taken = r.sidecar.get("training", {}).get("levers_taken") or []
-    too_slow = r.sidecar.get("training", {}).get("levers_too_slow") or {}
-    seeds = int(s["seeds"].max())
-
-    def span(lever: str) -> str:
-        x = s.loc[lever, "external sensitivity"]
-        return f"{percent(x['min'])} to {percent(x['max'])} (mean {percent(x['mean'])})"
-
-    trained = [name for name in s.index if not name.endswith(levers.TTA)]
-    text = (f"Chapter `08c_shortcut_ablation` also trains {len(trained)} levers {seeds} times "
-            f"each with Sartaj held out, and chooses on Sartaj alone. This model took "
-            + (", ".join(f"`{t}`" for t in taken) if taken else "none" if too_slow
-               else "none (no lever beat the baseline there beyond the seed spread)")
-            + "".join(f" (`{name}` helped{' too' if taken else ''}, but was predicted to "
-                      f"take training to "
-                      f"{minutes} minutes, past the "
-                      f"{r.sidecar['training'].get('training_minutes')} allowed)"
-                      for name, minutes in too_slow.items())
-            + f". Trained that way (smaller inputs, fewer epochs, no Sartaj), over {seeds} "
-            f"seeds, the `{baseline}` lever finds {span(baseline)} of Br35H's new tumour "
-            f"images")
-    text += (f"; `{taken[0]}`, {span(taken[0])}." if taken and taken[0] in s.index
-             else ".")
-    text += (" This model itself is one seed of the recipe trained on all the training data "
-             "(its own figures are in the table above).")
-    return wrap(text)
+    training = r.sidecar.get("training", {})
+    external = s["external sensitivity"]
+    return fill(
+        "card_levers_note", baseline=s.index[0], seeds=int(s["seeds"].max()),
+        levers=sum(not name.endswith(levers.TTA) for name in s.index),
+        taken=training.get("levers_taken") or [],
+        too_slow=list((training.get("levers_too_slow") or {}).items()),
+        allowed=training.get("training_minutes"),
+        spans={name: {"low": percent(x["min"]), "high": percent(x["max"]),
+                      "mean": percent(x["mean"])} for name, x in external.iterrows()})
 
 
 def card_failures(r: RunFiles) -> str:
     """Model card, Known failure modes: the two that the run's figures measure."""
-    items = []
-    ext, home = (r.row(r.shipped, s) for s in ("external_br35h", "test"))
-    if ext is not None:
-        items.append(
-            f"**Tumours from another collection are missed.** On Br35H's {count(ext['n'])} "
-            f"tumour images that no training folder contains, the model finds "
-            f"{percent(ext['tumour_sensitivity'])} (95 % CI {pct(ext['sens_ci_low'])}-"
-            f"{pct(ext['sens_ci_high'])}) of the tumours"
-            + (f", against {percent(home['tumour_sensitivity'])} on its home test set" if home
-               is not None else "")
-            + " (the `external_br35h` row). Nickparvar's no-tumour class comes from Br35H's "
-              "collection and its tumour classes from others, so \"looks like a Br35H scan\" "
-              "is a cue for \"no tumour\" at home. Do not read a `no_tumor` answer on images "
-              "from a new scanner as reassurance.")
+    ext, home, dedup = (r.row(r.shipped, s) for s in ("external_br35h", "test", "test_dedup"))
     nick = r.leakage.get("datasets", {}).get(r.sidecar.get("dataset", ""), {})
-    dedup = r.row(r.shipped, "test_dedup")
-    if nick and dedup is not None:
-        items.append(
-            f"**Leakage-inflated home scores.** {count(nick['test_images_with_copy_in_training'])}"
-            f" of the {count(nick['n_test'])} home test images have a copy in the training folder; "
-            f"the `test_dedup` row ({percent(dedup['accuracy'])} accuracy on the other "
-            f"{count(dedup['n'])}) is the more honest home figure.")
     c = r.sidecar.get("ood", {}).get("checks", {}).get("collection") or {"measured": {}}
-    if "external" in (m := c["measured"]):
-        home, ext = m["home_test_batches"][m["limit_from"]["dataset"]], m["external"]
-        items.append(
-            f"**A new collection is flagged as a whole, not image by image.** Per image the "
-            f"warnings rarely fire on another hospital's scans; on {c['batch']} or "
-            f"more images `brainmri predict` compares their mean feature distance with a "
-            f"limit and says when they look like a collection the model did not train on: "
-            f"measured on {count(home['n'])} random sets of {c['batch']} held-out home "
-            f"test images it fired on {count(home['warned'])}, on {ext['dataset']}'s new "
-            f"tumours on {count(ext['batches']['warned'])} of {count(ext['batches']['n'])}.")
-    return "\n".join(wrap(item, "- ", "  ") for item in items)
+    m = c["measured"]
+    collection = None
+    if "external" in m:
+        own, other = m["home_test_batches"][m["limit_from"]["dataset"]], m["external"]
+        collection = {"batch": c["batch"], "home_sets": count(own["n"]),
+                      "home_warned": count(own["warned"]), "dataset": other["dataset"],
+                      "warned": count(other["batches"]["warned"]),
+                      "sets": count(other["batches"]["n"])}
+    return fill(
+        "card_failures",
+        external=None if ext is None else {
+            "n": count(ext["n"]), "found": percent(ext["tumour_sensitivity"]),
+            "low": pct(ext["sens_ci_low"]), "high": pct(ext["sens_ci_high"])},
+        home="" if home is None else percent(home["tumour_sensitivity"]),
+        leakage=None if not nick or dedup is None else {
+            "copies": count(nick["test_images_with_copy_in_training"]),
+            "n_test": count(nick["n_test"]), "accuracy": percent(dedup["accuracy"]),
+            "n": count(dedup["n"])},
+        collection=collection)
 
 
 def collection_frame(sidecar: dict) -> pd.DataFrame | None:
@@ -265,11 +249,8 @@ def card_collection(r: RunFiles) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |",
              "|---|" + "---:|" * (len(frame.columns) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in frame.astype(str).to_numpy()]
-    return wrap(f"The limit is placed for sets of {c['batch']}, so that "
-                f"{percent(c['false_alarm_rate'])} of random sets of held-out home test "
-                f"images reach it; each rate counts "
-                f"{count(_draws(c['measured']['by_size']))} random sets, which overlap "
-                "when the images are few.") + "\n\n" + "\n".join(lines)
+    return fill("card_collection", batch=c["batch"], rate=percent(c["false_alarm_rate"]),
+                draws=count(_draws(c["measured"]["by_size"])), table="\n".join(lines))
 
 
 def _draws(by_size: dict) -> int:
@@ -284,47 +265,31 @@ def readme_checks(r: RunFiles) -> str:
     m = checks.get("measured")
     if not m:
         return ""
-    home, odd = m["home_test"], m["non_mri"]
-    dataset = DATASETS.get(r.sidecar["dataset"], r.sidecar["dataset"])
-    text = (f"The limits are chosen together on the {count(checks['n_val'])} clean validation "
-            f"images, so that none of them gets a warning, and stored in the model's sidecar "
-            f"(`ood.checks`); measured, they warn on {percent(home['share'])} of "
-            f"{dataset}'s {count(home['n'])} test images ({count(home['warned'])}) and "
-            f"on {count(odd['warned'])} of {count(odd['n'])} non-MRI images made without the "
-            "network (noise, checkerboards, gradients, drawings, scikit-image's photos, a "
-            "retina image, a CT phantom, and real test slices inverted, tinted, "
-            "false-coloured, binarised, buried in noise or reduced to edges). An image can be "
-            "unlike the training data without being flagged.")
+
+    def counted(b: dict, *keys: str) -> dict:
+        return {k: count(b[k]) for k in keys}
+
     c = checks.get("collection") or {}
     cm = c.get("measured") or {}
+    collection = None
     if "external" in cm:
         own = cm["limit_from"]["dataset"]
-        others = [f"{DATASETS.get(name, name)}'s test "
-                  + ("images without a copy in training" if b.get("training_copies_left_out")
-                     else "folder")
-                  + f" on {count(b['warned'])} of {count(b['n'])}"
-                  for name, b in cm["home_test_batches"].items() if name != own]
-        ext = cm["external"]
         ext_row = r.row(r.shipped, "external_br35h")
-        found = ("" if ext_row is None else
-                 f", and the model finds only {percent(ext_row['tumour_sensitivity'])} of "
-                 f"{cm['external']['dataset']}'s new tumours")
-        text += ("\n\n" + f"Per image, these checks rarely fire on scans from another hospital"
-                 f"{found}. "
-                 f"So `predict` also judges the images **taken together** when it gets "
-                 f"{c['batch']} or more: the mean feature distance of the set against a limit "
-                 f"that {percent(c['false_alarm_rate'])} of random sets of {c['batch']} home test "
-                 f"images reach. Above it, one line on stderr says that the images look like "
-                 f"a collection the model was not trained on, and what that meant on "
-                 f"{ext['dataset']}. Measured (limit placed on half of "
-                 f"{DATASETS.get(own, own)}'s test set): it "
-                 f"fires on {count(cm['home_test_batches'][own]['warned'])} of "
-                 f"{count(cm['home_test_batches'][own]['n'])} random sets of {c['batch']} drawn "
-                 f"from the other half ({count(cm['home_test_batches'][own]['images'])} images: "
-                 f"the sets overlap), on {count(ext['batches']['warned'])} of "
-                 f"{count(ext['batches']['n'])} sets of {ext['dataset']}'s new tumour images"
-                 + (f", and on {', '.join(others)}" if others else "") + ".")
-    return "\n\n".join(wrap(part) for part in text.split("\n\n"))
+        collection = {
+            "batch": c["batch"], "rate": percent(c["false_alarm_rate"]),
+            "external": cm["external"]["dataset"], "own": DATASETS.get(own, own),
+            "found": "" if ext_row is None else percent(ext_row["tumour_sensitivity"]),
+            "own_sets": counted(cm["home_test_batches"][own], "warned", "n", "images"),
+            "external_sets": counted(cm["external"]["batches"], "warned", "n"),
+            "others": [{"name": DATASETS.get(name, name),
+                        "cleaned": bool(b.get("training_copies_left_out")),
+                        **counted(b, "warned", "n")}
+                       for name, b in cm["home_test_batches"].items() if name != own]}
+    return fill("readme_checks", n_val=count(checks["n_val"]),
+                dataset=DATASETS.get(r.sidecar["dataset"], r.sidecar["dataset"]),
+                home={"share": percent(m["home_test"]["share"]),
+                      **counted(m["home_test"], "n", "warned")},
+                non_mri=counted(m["non_mri"], "warned", "n"), collection=collection)
 
 
 # --- which blocks live where ----------------------------------------------------------------

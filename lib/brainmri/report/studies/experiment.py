@@ -483,12 +483,13 @@ def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
     table = scores.pivot_table(index="model", columns="eval_set", aggfunc="first",
                                values=["accuracy", "tumour_sensitivity", "tumour_specificity",
                                        "sens_ci_low", "sens_ci_high", "n", "no_tumours",
-                                       "false_alarms", "tumours", "missed_tumours"])
-    val = {name: _val_accuracy(run_folder, name, base["dataset"]) for name in names}
+                                       "false_alarms", "tumours", "missed_tumours",
+                                       "correct"])
+    val = {name: _val_counts(run_folder, name, base["dataset"]) for name in names}
     out = pd.DataFrame({
         "recipe": pd.Series(recipes, index=names),
         "seed": pd.Series(model_seeds, index=names),
-        "val accuracy": pd.Series(val),
+        "val accuracy": pd.Series({name: k / n for name, (k, n) in val.items()}),
         "test accuracy": table[("accuracy", "test")],
         "dedup test accuracy": table.get(("accuracy", "test_dedup")),
         "test specificity": table[("tumour_specificity", "test")],
@@ -498,6 +499,10 @@ def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
         "external CI high": table.get(("sens_ci_high", "external_br35h")),
         "external n": table.get(("n", "external_br35h")),
         # the counts behind the rates (a specificity on 19 images must say so)
+        "val correct": pd.Series({name: k for name, (k, _) in val.items()}),
+        "val images": pd.Series({name: n for name, (_, n) in val.items()}),
+        "test correct": table.get(("correct", "test")),
+        "test images": table.get(("n", "test")),
         "test no-tumour images": table.get(("no_tumours", "test")),
         "test false alarms": table.get(("false_alarms", "test")),
         "dedup test no-tumour images": table.get(("no_tumours", "test_dedup")),
@@ -547,13 +552,17 @@ def epochs_and_colour(base: dict, color_modes: list[str], epochs: list[int],
     scores = benchmark.benchmark(run_folder, models=table["model"].tolist(), studies=True,
                                  **scoring)
     test = scores[scores["eval_set"] == "test"].set_index("model")
-    table["val accuracy"] = [_val_accuracy(run_folder, m, base["dataset"]) for m in table["model"]]
+    val = [_val_counts(run_folder, m, base["dataset"]) for m in table["model"]]
+    table["val accuracy"] = [k / n for k, n in val]
     table["test accuracy"] = table["model"].map(test["accuracy"])
     table["test CI low"] = table["model"].map(test["acc_ci_low"])
     table["test CI high"] = table["model"].map(test["acc_ci_high"])
     return table
 
 
-def _val_accuracy(run_folder, model: str, dataset_name: str) -> float:
+def _val_counts(run_folder, model: str, dataset_name: str) -> tuple[int, int]:
+    """(correct, images) of ``model`` on its validation split: the count behind the
+    validation accuracy a recipe is chosen on."""
     frame = pd.read_csv(run_folder.predictions(model_tag(model, dataset_name), "val"))
-    return metrics.accuracy(*predictions.arrays(frame)[:2])
+    y, probs = predictions.arrays(frame)[:2]
+    return int((probs.argmax(axis=1) == y).sum()), len(y)
