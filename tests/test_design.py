@@ -215,6 +215,8 @@ def _repeats(name: str, value, values: dict[str, list]) -> str | None:
 NOT_A_PARAMETER = {
     "brainmri.data.nonmri.synthetic(size)": "the side of the synthetic non-MRI pictures "
                                             "the OOD checks are measured on, not a model input",
+    "brainmri.data.nonmri.framed(size)": "the side of the black square the framed photos "
+                                         "sit on, as for the synthetic ones",
 }
 
 

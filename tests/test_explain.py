@@ -200,7 +200,7 @@ def test_explained_model_is_one_grid_with_grad_cam_over_the_image():
     prediction when wrong), a column per explainer; Grad-CAM is drawn over the image."""
     import matplotlib.pyplot as plt
 
-    from brainmri.report.show import figures
+    from brainmri.report.show import explanation_figures
 
     rng = np.random.default_rng(0)
     labels = list(CLASS_NAMES) + ["glioma", "pituitary"]
@@ -210,7 +210,7 @@ def test_explained_model_is_one_grid_with_grad_cam_over_the_image():
     raw = rng.integers(0, 255, (6, 16, 16, 1)).astype(np.uint8)
     maps = {name: rng.normal(size=(6, 16, 16)) for name in explain.EXPLAINERS}
     e = explain.ModelExplanation("tiny-sartaj", examples, raw, maps, pd.DataFrame())
-    fig = figures.explained_model(e)
+    fig = explanation_figures.explained_model(e)
     assert isinstance(fig, plt.Figure)
     axes = np.array(fig.axes).reshape(6, 1 + len(explain.EXPLAINERS))
     assert [ax.get_ylabel() for ax in axes[:, 0]][:4] == [f"true {c}" for c in CLASS_NAMES]

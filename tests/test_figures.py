@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from brainmri import CLASS_NAMES  # noqa: E402
-from brainmri.report.show import figures  # noqa: E402
+from brainmri.report.show import explanation_figures, figures  # noqa: E402
 
 #: Model tags as long as the reference run's.
 TAGS = ["compact_cnn+crop-union-bn-nickparvar", "compact_cnn-sartaj", "relu_cnn-sartaj",
@@ -181,7 +181,7 @@ def _explanation(n_rows: int = 8, size: int = 128):
 
 
 def test_explanation_grid_fits_the_column_with_readable_labels():
-    fig = figures.explained_model(_explanation())
+    fig = explanation_figures.explained_model(_explanation())
     assert _smallest_pt(fig) >= 9
     assert not _title_overlaps(fig)
 
@@ -193,8 +193,8 @@ def test_show_jpeg_emits_one_small_jpeg_and_closes_the_figure(monkeypatch):
 
     shown = []
     monkeypatch.setattr(ipd, "display", lambda obj: shown.append(obj))
-    fig = figures.explained_model(_explanation())
-    figures.show_jpeg(fig)
+    fig = explanation_figures.explained_model(_explanation())
+    explanation_figures.show_jpeg(fig)
     assert len(shown) == 1 and shown[0].format == "jpeg"
     jpeg = shown[0].data
     assert jpeg[:3] == b"\xff\xd8\xff"  # a JPEG
@@ -207,7 +207,7 @@ def test_external_cases_put_each_outcome_on_its_own_row():
                           "prediction": ["glioma", "pituitary", "glioma"] + ["no_tumor"] * 3})
     raw = np.zeros((6, 16, 16, 1), np.uint8)
     maps = np.random.default_rng(0).random((6, 16, 16))
-    fig = figures.external_cases(cases, raw, maps)
+    fig = explanation_figures.external_cases(cases, raw, maps)
     axes = np.array(fig.axes).reshape(2, 3)
     assert [ax.get_title() for ax in axes[1]] == ["missed: no tumour"] * 3
     assert axes[0, 1].get_title() == "found: pituitary"

@@ -104,3 +104,50 @@ def test_unknown_color_mode_is_a_clear_error(tmp_path, gradient):
     path = _save(Image.fromarray(gradient, "L"), tmp_path / "x.png")
     with pytest.raises(ValueError, match="color_mode"):
         read_image(path, "cmyk")
+
+
+def _png16(path, samples: np.ndarray, colour_type: int):
+    """A 16-bit PNG written byte by byte (big-endian samples, no filter): any colour type,
+    grey + alpha included, which Pillow and OpenCV cannot write."""
+    import struct
+    import zlib
+
+    height, width = samples.shape[:2]
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = samples.reshape(height, -1).astype(">u2").tobytes()
+    stride = rows and len(rows) // height
+    raw = b"".join(b"\0" + rows[i * stride:(i + 1) * stride] for i in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_16bit_colour_pngs_are_scaled_as_16bit_grey(tmp_path):
+    """Issue 36, item 7: 12-bit values in a 16-bit RGB PNG became 0..15 (Pillow keeps the
+    high byte), and as RGBA a near-constant image; every 16-bit encoding of the same
+    pixels now gives the same 8-bit pixels."""
+    grey = np.random.default_rng(0).integers(200, 4096, (24, 40)).astype(np.uint16)
+    opaque = np.full_like(grey, 65535)
+    files = {"grey": _png16(tmp_path / "g.png", grey, 0),
+             "grey+alpha": _png16(tmp_path / "la.png", np.stack([grey, opaque], -1), 4),
+             "rgb": _png16(tmp_path / "rgb.png", np.stack([grey] * 3, -1), 2),
+             "rgba": _png16(tmp_path / "rgba.png", np.stack([grey] * 3 + [opaque], -1), 6)}
+    for color_mode in ("grayscale", "rgb"):
+        expected = read_image(files["grey"], color_mode)
+        assert expected.min() == 0 and expected.max() == 255
+        for name, path in files.items():
+            assert np.array_equal(read_image(path, color_mode), expected), (name, color_mode)
+
+
+def test_16bit_colour_keeps_colour_and_makes_transparent_pixels_black(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint16)
+    rgba[..., 0] = 4000  # red, 12-bit
+    rgba[..., 2] = 1000
+    rgba[:4, :, 3] = 65535  # top half opaque, bottom half transparent
+    arr = read_image(_png16(tmp_path / "a.png", rgba, 6), "rgb")
+    assert arr[:4, :, 0].min() == 255 and arr[:4, :, 2].max() == 64 and arr[4:].max() == 0

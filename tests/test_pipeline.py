@@ -10,7 +10,7 @@ import yaml
 from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError, ProfileError
 from brainmri.report.series import cells as param_cells
-from brainmri.report.series import notebook, profiles, runner
+from brainmri.report.series import notebook, portable, profiles, runner
 
 
 def _notebook(path, body_src):
@@ -122,13 +122,13 @@ def test_data_dir_is_injected_relative_or_as_a_variable(tmp_path, monkeypatch):
     from brainmri.core.runfolder import RunFolder
 
     inside = RunFolder(paths.project_root() / "results" / "x")
-    injected, env = runner._portable(inside, {"data_dir": str(tmp_path / "data"), "seed": 1})
+    injected, env = portable.portable(inside, {"data_dir": str(tmp_path / "data"), "seed": 1})
     assert injected == {"data_dir": "$BRAIN_MRI_DATA", "seed": 1, "run_dir": "results/x"}
     assert env == {"BRAIN_MRI_DATA": str(tmp_path / "data")}
     monkeypatch.setenv("BRAIN_MRI_DATA", env["BRAIN_MRI_DATA"])
     assert notebook.local_path("$BRAIN_MRI_DATA", "data_dir") == tmp_path / "data"
     project_data = paths.project_root() / "data" / "raw"
-    injected, env = runner._portable(inside, {"data_dir": str(project_data)})
+    injected, env = portable.portable(inside, {"data_dir": str(project_data)})
     assert injected["data_dir"] == "data/raw" and env == {}
     assert notebook.local_path("data/raw", "data_dir") == project_data
     monkeypatch.delenv("BRAIN_MRI_RESULTS", raising=False)
@@ -170,7 +170,7 @@ def test_command_line_overrides_are_checked_before_anything_runs(project, capsys
         args += ["--set", item]
     from brainmri import cli
 
-    assert cli.main(args) == 1
+    assert cli.main(args) == cli.EXIT_USAGE  # an argument error: 2, as for every verb
     err = capsys.readouterr().err
     assert match in err or __import__("re").search(match, err), err
     assert not (root / "r" / "test" / "notebooks" / "01_first.ipynb").exists()
@@ -430,7 +430,7 @@ def _cli_run(tmp_path, *extra):
 ])
 def test_every_set_value_is_checked_before_anything_is_created(
         tmp_path, no_notebook_runs, capsys, item, match):
-    assert _cli_run(tmp_path, "--set", item) == 1
+    assert _cli_run(tmp_path, "--set", item) == 2
     err = capsys.readouterr().err
     assert __import__("re").search(match, err), err
     assert not no_notebook_runs and not (tmp_path / "r").exists()
@@ -438,11 +438,11 @@ def test_every_set_value_is_checked_before_anything_is_created(
 
 def test_set_error_quotes_the_steps_own_default(tmp_path, no_notebook_runs, capsys):
     """Chapter 05's epochs default is 6 (08b's is 40): the message says 6."""
-    assert _cli_run(tmp_path, "--only", "05_relu_cnn", "--set", "epochs=null") == 1
+    assert _cli_run(tmp_path, "--only", "05_relu_cnn", "--set", "epochs=null") == 2
     err = capsys.readouterr().err
     assert "(default: 6 in 05_relu_cnn)" in err and "40" not in err, err
     assert _cli_run(tmp_path, "--only", "05_relu_cnn,08b_compact_cnn", "--set",
-                    "epochs=.nan") == 1
+                    "epochs=.nan") == 2
     err = capsys.readouterr().err
     assert "default: 6 in 05_relu_cnn; 40 in 08b_compact_cnn, 08b_compact_cnn-nickparvar" \
         in err, err
@@ -462,7 +462,7 @@ def test_a_data_dir_that_yaml_reads_as_a_number_is_a_path(tmp_path, monkeypatch,
     """`--set data_dir=2024` (a folder named 2024) is a path, not a crash in pathlib."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, "_execute", lambda *args, **kwargs: pytest.fail("ran"))
-    assert _cli_run(tmp_path, "--only", "01_data_exploration", "--set", "data_dir=2024") == 1
+    assert _cli_run(tmp_path, "--only", "01_data_exploration", "--set", "data_dir=2024") == 2
     err = capsys.readouterr().err
     assert "data_dir='2024' does not exist" in err and "TypeError" not in err, err
 
@@ -476,7 +476,7 @@ def test_run_name_and_steps_are_checked_before_any_folder_exists(
         tmp_path, no_notebook_runs, capsys, extra, match):
     absolute = str(tmp_path / "absolute")  # never a folder outside the test's own
     extra = [absolute if e == "ABSOLUTE" else e for e in extra]
-    assert _cli_run(tmp_path, *extra) == 1
+    assert _cli_run(tmp_path, *extra) == 2
     assert match.replace("ABSOLUTE", absolute) in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("r", "escape", "absolute"))
 

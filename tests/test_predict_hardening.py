@@ -10,6 +10,7 @@ import struct
 import warnings
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def _model_copy(tmp_path, trained_run, name="copy", **changes):
     shutil.copytree(trained_run[1], folder)
     meta = json.loads((folder / "model.json").read_text())
     meta.update(changes)
-    meta = {k: v for k, v in meta.items() if v is not None}
+    meta = {k: v for k, v in meta.items() if not (k in changes and v is None)}
     (folder / "model.json").write_text(json.dumps(meta))
     return folder / "model.keras"
 
@@ -214,7 +215,11 @@ def _custom_model(folder, trained_run, outputs=4, input_shape=(32, 32, 3), logit
     model = keras.Model(inp, keras.layers.Softmax(name="probabilities")(z))
     folder.mkdir()
     model.save(folder / "model.keras")
-    shutil.copy(trained_run[1] / "model.json", folder / "model.json")
+    # a sidecar that does not name its model (as before issue 36): the checks of the model
+    # against the sidecar's content are what is tested here
+    meta = json.loads((trained_run[1] / "model.json").read_text())
+    meta.pop(saved.MODEL_HASH_KEY)
+    (folder / "model.json").write_text(json.dumps(meta))
     return folder / "model.keras"
 
 
@@ -254,6 +259,9 @@ def test_model_that_does_not_fit_the_sidecar_is_refused(tmp_path, trained_run, c
                              "number from 0.05 to 50"),
     ({"image_size": 6000}, "image_size 6000; it must be a whole number of pixels from 8 to "
                            "2048"),
+    ({"crop": None}, 'missing crop; add "crop": "head" if the model was trained on '
+                     'head-cropped images, "crop": null if not'),  # was: crop off, silently
+    ({"image_size": int("1" + "0" * 3000)}, "has image_size 1000000000"),  # a short line
 ])
 def test_sidecar_that_would_mislead_the_model_is_refused(tmp_path, trained_run, capsys,
                                                          changes, expected):
@@ -784,7 +792,7 @@ def test_empty_values_are_refused_not_replaced_by_defaults(tmp_path, capsys, mon
     argv = [a.format(scan=scan, out=tmp_path / "out.csv") for a in argv]
     code = cli.main(argv)
     captured = capsys.readouterr()
-    assert code == (2 if argv[0] == "predict" else 1)
+    assert code == cli.EXIT_USAGE  # refused before any work, for every verb
     assert expected in _one_line_error(captured.err) and captured.out == ""
     assert not (tmp_path / "out.csv").exists()
 
@@ -809,3 +817,240 @@ def test_formula_prefixes_are_neutralised_in_the_csv_file_only(tmp_path, model_f
         lambda v: v.startswith(cli.FORMULA_START)).any().any()
     code, printed, _ = _predict(capsys, link, "--model", model_file, "--csv", "-")
     assert pd.read_csv(io.StringIO(printed), keep_default_na=False)["path"].tolist() == [link]
+
+
+# ------------------------------------------- issue 36, item 3: a sidecar names its model
+
+
+def _resaved(source: Path, target: Path) -> Path:
+    """Another valid .keras file with the same layers and weights (its metadata.json says
+    another save date): a different model file, as a second training's would be."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename == "metadata.json":
+                data = json.dumps({**json.loads(data), "date_saved": "2000-01-01@00:00:00"}
+                                  ).encode()
+            new.writestr(item, data)
+    return target
+
+
+def test_no_fallback_to_another_files_sidecar(tmp_path, trained_run, capsys):
+    """``best.keras`` used to take the ``model.json`` beside it, silently."""
+    model = _model_copy(tmp_path, trained_run, temperature=40.0)
+    best = model.rename(model.with_name("best.keras"))
+    code, printed, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model", best)
+    line = _one_line_error(err)
+    assert code == 2 and printed == "" and "best.json is missing" in line
+    assert "model.json" not in line
+    assert saved.sidecar_path(best).name == "best.json"
+
+
+def test_a_sidecar_written_for_another_model_is_refused(tmp_path, trained_run, capsys):
+    folder = _model_copy(tmp_path, trained_run).parent
+    other = _resaved(folder / "model.keras", folder / "other.keras")
+    shutil.copy(folder / "model.json", folder / "other.json")
+    code, printed, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model", other)
+    line = _one_line_error(err)
+    assert code == 2 and printed == "" and "other.json belongs to another model" in line
+    with pytest.raises(saved.SavedModelError, match="belongs to another model"):
+        saved.load_saved(other)  # the notebooks' loader checks it too
+    with pytest.raises(saved.SavedModelError, match="belongs to another model"):
+        saved.export(_resaved(folder / "other.keras", folder / "model.keras").parent,
+                     tmp_path / "shipped" / "x.keras")
+    assert not (tmp_path / "shipped" / "x.keras").exists()
+
+
+def test_sidecars_record_their_model_when_written_and_exported(tmp_path, trained_run,
+                                                                monkeypatch):
+    model_file = trained_run[1] / "model.keras"
+    meta = saved.read_sidecar(model_file)
+    assert meta[saved.MODEL_HASH_KEY] == saved.model_digest(model_file)
+    shipped = saved.export(trained_run[1], tmp_path / "ship" / "mine.keras")
+    assert saved.read_sidecar(shipped)[saved.MODEL_HASH_KEY] == saved.model_digest(shipped)
+    assert saved.check_identity(saved.read_sidecar(shipped), shipped)
+
+
+def test_the_shipped_sidecar_names_the_shipped_model():
+    model = inference.default_model()
+    assert saved.check_identity(saved.read_sidecar(model), model) is True
+
+
+def test_an_older_sidecar_without_the_model_hash_is_used_with_a_note(tmp_path, trained_run,
+                                                                     capsys):
+    model = _model_copy(tmp_path, trained_run, **{saved.MODEL_HASH_KEY: None})
+    code, _, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model", model)
+    assert code == 0 and "note: model.json does not record which model file" in err
+    code, _, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model",
+                            trained_run[1] / "model.keras")
+    assert code == 0 and "does not record" not in err
+
+
+# ------------------------------------ issue 36, item 4: bounded reads of the sidecar
+
+
+@pytest.fixture
+def no_hang():
+    """Fails a test that blocks (a named pipe opened for reading) instead of hanging."""
+    import signal
+
+    def expired(*_):
+        raise AssertionError("blocked for 30 s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _sidecar_fifo(sidecar):
+    sidecar.unlink()
+    os.mkfifo(sidecar)
+
+
+def _sidecar_dev_zero(sidecar):
+    sidecar.unlink()
+    sidecar.symlink_to("/dev/zero")
+
+
+def _sidecar_huge(sidecar):
+    sidecar.write_text('{"pad": "' + "x" * (saved.MAX_SIDECAR_BYTES + 10) + '"}')
+
+
+def _sidecar_long_integer(sidecar):
+    sidecar.write_text('{"image_size": 1' + "0" * 5000 + "}")
+
+
+def _sidecar_nested(sidecar):
+    sidecar.write_text('{"ood": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (_sidecar_fifo, "is a named pipe, not a regular file"),
+    (_sidecar_dev_zero, "is a device or special file, not a regular file"),
+    (_sidecar_huge, "is larger than 8 MB"),
+    (_sidecar_long_integer, "holds a value that cannot be read"),
+    (_sidecar_nested, "nests JSON more than 32 levels deep"),
+])
+def test_a_hostile_sidecar_gets_one_line(tmp_path, trained_run, capsys, no_hang, damage,
+                                         expected):
+    model = _model_copy(tmp_path, trained_run)
+    damage(model.with_name("model.json"))
+    code, printed, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model", model)
+    assert code == 2 and printed == "" and expected in _one_line_error(err)
+
+
+def test_a_model_that_is_a_named_pipe_is_refused(tmp_path, trained_run, capsys, no_hang):
+    model = _model_copy(tmp_path, trained_run)
+    model.unlink()
+    os.mkfifo(model)
+    code, printed, err = _predict(capsys, _scan(tmp_path / "scan.png"), "--model", model)
+    assert code == 2 and "is a named pipe, not a regular file" in _one_line_error(err)
+
+
+# ------------------------------------------------ issue 36, item 9: the predict side
+
+
+def test_a_file_named_twice_or_also_through_its_folder_gets_one_row(tmp_path, model_file,
+                                                                    capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _scan(inbox / "a.png")
+    _scan(inbox / "b.png", seed=1)
+    (tmp_path / "link.png").symlink_to(inbox / "a.png")
+    out = tmp_path / "out.csv"
+    code, _, err = _predict(capsys, "inbox/a.png", "inbox", "./inbox/a.png", "inbox/b.png",
+                            "link.png", "--model", model_file, "--csv", out)
+    assert code == 0, err
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert list(rows["path"]) == ["inbox/a.png", "inbox/b.png"]
+    assert ("note: 4 input(s) named more than once (directly or through a folder), e.g. "
+            "inbox/a.png, classified once: one row each.") in err
+    code, _, err = _predict(capsys, "inbox", "--model", model_file)
+    assert code == 0 and "more than once" not in err
+
+
+def _forged_jpeg(path, side=7000):
+    """A 224x224 JPEG whose header (SOF0) announces side x side pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(mri_like("glioma", 224, np.random.default_rng(0))).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    struct.pack_into(">HH", data, data.index(b"\xff\xc0") + 5, side, side)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_jpeg_header_announcing_far_more_pixels_than_its_data_gets_a_warning(tmp_path):
+    from brainmri.data.images import decode
+
+    assert "far too small for the 3000x3000 pixels" in " ".join(
+        decode(_forged_jpeg(tmp_path / "forged.jpg", 3000), "rgb").warnings)
+    honest = tmp_path / "black.jpg"
+    Image.new("L", (3000, 3000)).save(honest, quality=5, optimize=True)  # the least data
+    assert decode(honest, "rgb").warnings == ()
+
+
+def test_csv_in_a_folder_that_does_not_exist_is_refused(tmp_path, model_file, capsys,
+                                                        monkeypatch):
+    """``--csv nodir/x.csv`` used to create the folder."""
+    monkeypatch.chdir(tmp_path)
+    scan = _scan(tmp_path / "scan.png")
+    code, printed, err = _predict(capsys, scan, "--model", model_file, "--csv", "nodir/x.csv")
+    line = _one_line_error(err)
+    assert code == 2 and printed == "" and "the folder nodir does not exist" in line
+    assert not (tmp_path / "nodir").exists()
+
+
+# ----------------------------------------- issue 36, item 5: memory bounded, not workers
+
+
+def test_workers_above_the_limit_are_refused(tmp_path, model_file, capsys):
+    scan = _scan(tmp_path / "scan.png")
+    for workers in (1000, inference.MAX_WORKERS + 1, 0):
+        code, printed, err = _predict(capsys, scan, "--model", model_file, "--workers", workers)
+        line = _one_line_error(err)
+        assert code == 2 and printed == "" and f"--workers {workers}: give a number from 1 to " \
+            f"{inference.MAX_WORKERS}" in line
+
+
+def test_full_size_images_decoded_at_once_stay_within_the_budget(tmp_path, monkeypatch):
+    """16 threads used to decode 16 49-megapixel JPEGs at once (6.7 GB); an image now
+    waits for its share of ``DECODE_BUDGET`` (here: room for two) before it is decoded."""
+    import threading
+    import time
+
+    from brainmri.data.images import Decoded
+    from brainmri.data.pixels import PixelSpec
+
+    per_image = 49_000_000
+    monkeypatch.setattr(inference, "_budget", inference._Budget.for_threads(
+        2 * per_image * inference.BYTES_PER_PIXEL))
+    monkeypatch.setattr(inference, "header_pixels", lambda path: per_image)
+    lock, now, peak = threading.Lock(), [0], [0]
+
+    def decoding(path, color_mode):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.05)
+        with lock:
+            now[0] -= 1
+        return Decoded(np.zeros((64, 64, 3), np.uint8))
+
+    monkeypatch.setattr(inference, "decode", decoding)
+    work = partial(inference._prepare_source, spec=PixelSpec(32, "rgb", "area", None),
+                   statistics=False)
+    with inference.Prefetch([tmp_path / f"{i}.jpg" for i in range(12)], work,
+                            workers=16) as prepared:
+        items = list(prepared)
+    assert len(items) == 12 and all(item.error == "" for item in items)
+    assert peak[0] == 2, peak
+    # a single image larger than the whole budget still gets decoded, alone
+    monkeypatch.setattr(inference, "header_pixels", lambda path: 10 * per_image)
+    peak[0] = 0
+    with inference.Prefetch([tmp_path / f"{i}.jpg" for i in range(4)], work,
+                            workers=4) as prepared:
+        assert len(list(prepared)) == 4
+    assert peak[0] == 1

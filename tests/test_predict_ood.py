@@ -93,6 +93,23 @@ def test_shipped_sidecar_records_its_calibration_and_measured_rates():
     assert entry["false_alarm_rate"] == 0.01 and entry["n_val"] == 1140
 
 
+def test_shipped_model_still_warns_on_the_framed_photos_it_caught(tmp_path, capsys):
+    """Grey photos framed on black like a head slice (issue 36, item 10) are the non-MRI
+    images the per-image checks miss most: 11 of these 24 warned when the k-NN and
+    earlier-layer feature distances were measured against them and none caught clearly
+    more at the same home false-alarm rate (benchmarks/results/warning_power.md,
+    ``benchmarks/warning_power.py --framed``). A floor, so that no change loses them."""
+    pictures = {e.name: e.pixels for e in nonmri.framed(seed=0)}
+    code, printed, _ = _predict(capsys, _save(tmp_path / "inbox", pictures))
+    rows = _table(printed)
+    assert code == 0 and len(rows) == 24
+    warned = {name[:-4] for name, w in rows["warning"].items() if "out of distribution" in w}
+    caught = {f"framed_{framing}_{photo}" for photo in ("coins", "moon", "rocket")
+              for framing in ("rectangle_80", "rectangle_60", "ellipse_90")}
+    caught |= {"framed_rectangle_80_clock", "framed_rectangle_60_clock"}
+    assert caught <= warned, sorted(caught - warned)
+
+
 @pytest.mark.realdata
 def test_real_scans_pass_but_inverted_or_coloured_copies_warn(tmp_path, capsys):
     if not NICKPARVAR_TEST.is_dir():
@@ -283,6 +300,22 @@ def test_non_mri_set_is_seeded_and_offline():
                for e in first)
     made = nonmri.transformed(np.full((32, 32, 3), 100, np.uint8), "x")
     assert [e.kind for e in made] == list(nonmri.TRANSFORMS)
+
+
+def test_framed_photos_are_seeded_grey_and_centred_on_black():
+    first, second = nonmri.framed(seed=0), nonmri.framed(seed=0)
+    assert len(first) == len(nonmri.FRAMED) * len(nonmri.FRAMINGS) == 24
+    assert len({e.name for e in first}) == 24 and {e.kind for e in first} == {"framed"}
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(first, second))
+    for e in first:
+        p = e.pixels
+        assert p.shape == (256, 256, 3) and p.dtype == np.uint8
+        assert (p == p[..., :1]).all()  # grey
+        assert p[[0, -1]].max() == p[:, [0, -1]].max() == 0  # on a black frame
+        assert ood.image_statistics(p)["corner_brightness"] < ood.DARK_LEVEL
+        assert ood.image_statistics(p)["saturation"] == 0
+    moved = [e.pixels for e in nonmri.framed(seed=1)]
+    assert any(not np.array_equal(a.pixels, b) for a, b in zip(first, moved))
 
 
 # ------------------------------------------------------------ collection check

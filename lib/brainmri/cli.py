@@ -8,13 +8,19 @@
 - ``brainmri throughput``  training throughput on real vs synthetic batches
 - ``brainmri tables``      rewrite a run's numbers in the README and the model card
 
-Errors the user can act on are printed as one message (exit code 1 or 2), never as a
-traceback; Ctrl-C exits with 130. ``predict`` exits 0 when at least one file was
-classified, 1 when none could be, 2 when the arguments, model, sidecar or output path are
-unusable (nothing classified, or the ``--csv`` file could not be written at the end, e.g.
-on a full disk: nothing written). An empty value (``--csv ''``, ``--set data_dir=``,
-``--run ''``) is refused rather than read as "the default": exit 2 for ``predict``, 1
-for the other commands, as for their other argument errors.
+Errors the user can act on are printed as one ``error:`` message starting on its first
+line, never as a traceback. Every verb uses the same exit codes (README, "Exit codes"):
+
+- 0: done (``predict``: at least one file classified);
+- 1: the work failed or found nothing to work on: a notebook step failed, no input
+  could be classified, a run holds no executed notebook, another runner holds the run
+  folder, standard output could not be written (a closed pipe: one line on stderr);
+- 2: refused before any work: a usage error (argparse's own, an empty value such as
+  ``--csv ''``, ``--set data_dir=`` or ``--run ''``, a value its rule refuses, a profile
+  that is not one of params/), or what the arguments name is unusable (a missing
+  dataset; for ``predict`` the model, sidecar or output path, also when the ``--csv``
+  file cannot be written at the end, e.g. on a full disk: nothing written);
+- 130: interrupted with Ctrl-C (one line on stderr saying what rerunning does).
 """
 
 from __future__ import annotations
@@ -25,17 +31,18 @@ import os
 import sys
 from pathlib import Path
 
-
-def _err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-
-
-#: ``brainmri predict`` exit codes.
-EXIT_OK = 0  # at least one file classified (others may have error rows)
-EXIT_NOTHING_READ = 1  # every input gave an error row; the table is still written
-EXIT_UNUSABLE = 2  # bad arguments, model, sidecar or output path: nothing was classified
-#                   (or, the --csv file could not be written at the end: nothing written)
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell convention)
+from brainmri.core.exits import (  # noqa: F401 (the verbs' exit codes, named here too)
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING_READ,
+    EXIT_OK,
+    EXIT_UNUSABLE,
+    EXIT_USAGE,
+    StdoutError,
+)
+from brainmri.core.exits import error as _err
+from brainmri.core.exits import guard_stdout as _guard_stdout
+from brainmri.core.exits import release_stdout as _release_stdout
 
 
 def _resolved(path: Path) -> Path | None:
@@ -79,10 +86,10 @@ def _output_problem(raw: str, inputs: list[Path], force: bool) -> str | None:
     if os.path.lexists(target) and not force:
         return f"--csv {raw} exists; pass --force to replace it or choose another file"
     folder = target.parent
-    while not os.path.lexists(folder) and folder != folder.parent:
-        folder = folder.parent
-    if not os.path.isdir(folder):
-        return f"cannot write --csv {raw}: {folder} is not a folder"
+    if not os.path.isdir(folder):  # a typo in the folder must not create a new one
+        return (f"cannot write --csv {raw}: {folder} is not a folder" if os.path.lexists(folder)
+                else f"cannot write --csv {raw}: the folder {folder} does not exist (predict "
+                     f"creates no folders); create it first or choose another location")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -129,7 +136,7 @@ def _print_table(text: str) -> None:
 
 def _predict(args) -> int:
     from brainmri.core.files import atomic_write_csv, csv_text
-    from brainmri.modeling import inference
+    from brainmri.modeling import inference, saved
     from brainmri.modeling.saved import SavedModelError, load_for_prediction, prediction_metadata
 
     model_path = Path(args.model) if args.model else inference.default_model()
@@ -137,8 +144,9 @@ def _predict(args) -> int:
     if batch_size < 1:
         _err("--batch-size must be at least 1.")
         return EXIT_UNUSABLE
-    if args.workers is not None and args.workers < 1:
-        _err("--workers must be at least 1.")
+    if args.workers is not None and not 1 <= args.workers <= inference.MAX_WORKERS:
+        _err(f"--workers {args.workers}: give a number from 1 to {inference.MAX_WORKERS} "
+             f"(memory, not the thread count, bounds the images decoded at once).")
         return EXIT_UNUSABLE
     to_stdout = args.csv == "-"
     try:  # cheap checks first: the model file and its sidecar, the inputs, the output
@@ -163,10 +171,16 @@ def _predict(args) -> int:
     except SavedModelError as exc:
         _err(str(exc))
         return EXIT_UNUSABLE
+    if found.repeated:
+        print(f"note: {len(found.repeated)} input(s) named more than once (directly or through "
+              f"a folder), e.g. {found.repeated[0]}, classified once: one row each.",
+              file=sys.stderr)
     if found.hidden:
         print(f"note: {found.hidden} hidden entr{'y' if found.hidden == 1 else 'ies'} "
               f"(name starting with '.') inside the input folders skipped; name a hidden "
               f"file directly to classify it.", file=sys.stderr)
+    if (unchecked := saved.identity_note(metadata, model_path)):
+        print(f"note: {unchecked}", file=sys.stderr)
     if "ood" not in metadata:
         print(f"note: {model_path.name}'s sidecar has no 'ood' threshold, so no image is "
               f"flagged as out of distribution (see brainmri.modeling.ood.from_predictions).",
@@ -242,13 +256,19 @@ def _data(args) -> int:
 
 def _throughput(args) -> int:
     from brainmri.modeling import throughput
-    from brainmri.report.series.profiles import chapter_defaults
+    from brainmri.report.series.profiles import BASE, chapter_defaults, check_values, load_profile
 
+    if args.steps < 1 or args.warmup < 0:
+        _err(f"--steps {args.steps} --warmup {args.warmup}: give at least 1 timed step and "
+             f"0 or more warm-up steps.")
+        return EXIT_USAGE
     settings = chapter_defaults(throughput.CHAPTER)
-    settings.update({k: v for k, v in (("dataset", args.dataset), ("data_dir", args.data_dir),
-                                       ("image_size", args.image_size),
-                                       ("batch_size", args.batch_size),
-                                       ("augment", args.augment)) if v is not None})
+    given = {k: v for k, v in (("dataset", args.dataset), ("data_dir", args.data_dir),
+                               ("image_size", args.image_size), ("batch_size", args.batch_size),
+                               ("augment", args.augment)) if v is not None}
+    # the rules of params/base.yaml, as for `brainmri run --set` (a ProfileError: exit 2)
+    check_values(load_profile(BASE), given, "throughput", throughput.CHAPTER)
+    settings.update(given)
     result = throughput.run(settings, args.steps, args.warmup)
     print(json.dumps(result, indent=2))
     print(f"real data: {result['real_img_per_s']} img/s, synthetic: "
@@ -304,7 +324,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a .keras file saved by the series (default: the shipped model)")
     p.add_argument("--csv", help="write the table to this CSV file, with full precision "
                                  "(- : standard output). Only a new or regular file is "
-                                 "written: a symbolic link, pipe or device is refused. "
+                                 "written, in an existing folder: a symbolic link, pipe "
+                                 "or device is refused. "
                                  "In the file, a text cell starting with = + - @, a tab or a "
                                  "carriage return gets a leading ' (no spreadsheet formulas), "
                                  "and a file name that is not UTF-8 keeps its own bytes")
@@ -316,7 +337,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="threads decoding images ahead of the model, processes from 256 "
                         "files on (default: one per CPU core, at most 8; one fewer for "
-                        "processes)")
+                        "processes). At most 32 (8 processes); whatever the number, the "
+                        "full-size images decoded at once take at most 1 GB")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 
@@ -371,29 +393,70 @@ def _empty_value(args: argparse.Namespace) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    # Everything inside the try, the parser too: building it imports the runner (most
-    # of a second), and Ctrl-C there must not print a traceback either.
-    try:
-        args = parser().parse_args(argv)
-        if (problem := _empty_value(args)):
-            _err(problem)
-            return EXIT_UNUSABLE if args.command == "predict" else 1
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        # A relative $BRAIN_MRI_DATA means "from where I typed the command"; the notebooks'
-        # kernels run in notebooks/, so it is made absolute here, once.
-        if os.environ.get("BRAIN_MRI_DATA"):
-            os.environ["BRAIN_MRI_DATA"] = os.path.abspath(os.environ["BRAIN_MRI_DATA"])
-        from brainmri.core.errors import BrainMRIError
+#: What Ctrl-C leaves behind, by verb: a run keeps its finished steps and resumes.
+_AFTER_CTRL_C = {"run": "the finished steps are kept: rerun the same command to resume"}
 
+
+def _verb(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _checked(args: argparse.Namespace) -> int:
+    """Refuse what no verb can use, then run the verb (exit codes: the module docstring)."""
+    from brainmri.core.errors import BrainMRIError, DatasetNotFoundError, ProfileError
+    from brainmri.core.runfolder import name_problem
+
+    if (problem := _empty_value(args)):
+        _err(problem)
+        return EXIT_USAGE
+    if args.command in ("book", "html", "tables") and (problem := name_problem(args.run)):
+        _err(f"--run {args.run!r}: {problem}.")
+        return EXIT_USAGE
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A relative $BRAIN_MRI_DATA means "from where I typed the command"; the notebooks'
+    # kernels run in notebooks/, so it is made absolute here, once.
+    if os.environ.get("BRAIN_MRI_DATA"):
+        os.environ["BRAIN_MRI_DATA"] = os.path.abspath(os.environ["BRAIN_MRI_DATA"])
+    try:
+        return args.func(args)
+    except (ProfileError, DatasetNotFoundError) as exc:  # an argument, or what it names
+        _err(str(exc))
+        return EXIT_USAGE
+    except BrainMRIError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    stdout = _guard_stdout()
+    args = None
+    try:
+        # Everything inside the try, the parser too: building it imports the runner (most
+        # of a second), and Ctrl-C there must not print a traceback either.
         try:
-            return args.func(args)
-        except BrainMRIError as exc:
-            _err(str(exc))
-            return 1
-    except KeyboardInterrupt:
-        _err("interrupted (Ctrl-C); rerun the same command to start again.")
-        return EXIT_INTERRUPTED
+            args = parser().parse_args(argv)
+            code = _checked(args)
+        except KeyboardInterrupt:
+            _err("interrupted (Ctrl-C); "
+                 + _AFTER_CTRL_C.get(_verb(argv), "rerun the same command to start again") + ".")
+            code = EXIT_INTERRUPTED
+        except SystemExit:  # argparse: --help (0) or a usage error (2), once printed
+            stdout.flush()
+            if stdout.failed is None:
+                raise
+            raise stdout.failed from None
+        stdout.flush()
+        if stdout.failed is not None:  # a write error that a library swallowed
+            raise stdout.failed
+        return code
+    except StdoutError as exc:
+        what = _AFTER_CTRL_C.get(args.command) if args is not None else None
+        _err(f"cannot write to standard output ({exc.strerror}); stopped"
+             + (f": {what}." if what else "."))
+        return EXIT_FAILED
+    finally:
+        _release_stdout(stdout)
 
 
 if __name__ == "__main__":

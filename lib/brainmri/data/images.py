@@ -1,9 +1,10 @@
 """Decoding one image file into pixels, or into a reason why it cannot be used.
 
-Pillow does the decoding; this module only decides what to do with the odd cases the
-datasets (and users of ``brainmri predict``) throw at it: uncommon modes, 16-bit scans,
-transparency, truncated or corrupt files, decompression bombs, and paths that are not
-regular files (broken links, named pipes, unreadable folders). Every way a file can fail
+Pillow does the decoding (OpenCV for 16-bit colour PNGs, which Pillow cuts to 8 bits);
+this module only decides what to do with the odd cases the datasets (and users of
+``brainmri predict``) throw at it: uncommon modes, 16-bit scans (grey or colour, scaled
+alike), transparency, truncated or corrupt files, decompression bombs, and paths that are
+not regular files (broken links, named pipes, unreadable folders). Every way a file can fail
 becomes one ``ImageReadError`` with a reason, so one bad file never stops a whole batch.
 """
 
@@ -203,6 +204,17 @@ def _reemit(path: Path, notes: tuple[str, ...]) -> None:
         warnings.warn(f"{path}: {note}", ImageWarning, stacklevel=3)
 
 
+def header_pixels(path: str | Path) -> int:
+    """Width x height as the file's header announces them, read without decoding (cheap);
+    0 for anything that is not a readable image (``decode`` then says why)."""
+    try:
+        _check_regular_file(Path(path))
+        with _router.capture(), Image.open(path) as img:
+            return int(img.width) * int(img.height)
+    except Exception:  # noqa: BLE001 - any failure is decode's to report
+        return 0
+
+
 def probe(path: str | Path) -> ImageInfo:
     """Fully decode ``path`` and describe it; raises ImageReadError if it is unusable.
     Decoder warnings are re-raised as ``ImageWarning`` naming the file."""
@@ -222,6 +234,74 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(scaled).astype(np.uint8))
 
 
+#: PNG colour types (IHDR byte 25) whose 16-bit samples Pillow keeps only the high byte
+#: of (modes RGB, RGBA and LA are 8-bit): grey + alpha, RGB, RGBA.
+_PNG_WIDE_COLOUR_TYPES = {4: "LA", 2: "RGB", 6: "RGBA"}
+
+#: EXIF orientation -> the transpose that undoes it (as ``ImageOps.exif_transpose``).
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
+
+
+def _sixteen_bit_colour(path: Path, img: Image.Image) -> Image.Image | None:
+    """A 16-bit RGB, RGBA or grey + alpha PNG as an 8-bit RGB image scaled as a 16-bit
+    grey one is (``_to_8bit``: min-max over the image, all channels together, after
+    transparent pixels are made black); None for any other file.
+
+    Pillow reads such files as 8-bit modes by keeping the high byte of each sample: a
+    scan holding 12-bit values (0..4095) became 0..15, near-constant, and its prediction
+    changed with the encoding (glioma 0.997 as grey, meningioma 0.9997 as RGB). OpenCV
+    keeps the 16 bits; Pillow has already decoded (and so validated) the file."""
+    if img.format != "PNG" or img.mode not in {"RGB", "RGBA", "LA"}:
+        return None
+    with open(path, "rb") as fh:
+        header = fh.read(26)
+    if len(header) < 26 or header[12:16] != b"IHDR" or header[24] != 16 \
+            or header[25] not in _PNG_WIDE_COLOUR_TYPES:
+        return None
+    import cv2
+
+    arr = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.shape[:2] != (img.height, img.width):
+        return None  # Pillow's 8-bit reading, as before
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    channels = arr.shape[2]
+    colour = arr[..., [2, 1, 0]] if channels >= 3 else np.repeat(arr[..., :1], 3, axis=2)
+    colour = colour.astype(np.float64)
+    if channels in (2, 4):  # alpha last: composite on black, as _flatten_alpha does
+        colour *= arr[..., -1:] / 65535.0
+    lo, hi = float(colour.min()), float(colour.max())
+    scaled = np.zeros_like(colour) if hi <= lo else (colour - lo) * (255.0 / (hi - lo))
+    return Image.fromarray(np.round(scaled).astype(np.uint8), "RGB")
+
+
+#: A JPEG holding fewer bytes than its pixels / this number cannot encode them: even a
+#: uniform black one with optimised Huffman tables takes about 1/256 byte per pixel (two
+#: codes per 8x8 block; measured with Pillow, grey or RGB, baseline or progressive).
+_JPEG_MIN_PIXELS_PER_BYTE = 1024
+
+
+def _little_data(path: Path, img: Image.Image) -> str:
+    """A note for a JPEG whose header announces far more pixels than its bytes can hold
+    (a 7000x7000 header over 224x224 data decodes without complaint, to grey filler)."""
+    if img.format not in {"JPEG", "MPO"}:
+        return ""
+    size = os.stat(path).st_size
+    if size * _JPEG_MIN_PIXELS_PER_BYTE >= img.width * img.height:
+        return ""
+    return (f"the file ({size:,} bytes) is far too small for the {img.width}x{img.height} "
+            f"pixels its header announces: truncated or a forged header; most of the image "
+            f"is decoder filler")
+
+
+def _oriented(img: Image.Image, source: Image.Image) -> Image.Image:
+    """``img`` turned as ``source``'s EXIF orientation says (``exif_transpose``'s turns)."""
+    method = _ORIENTATION.get(source.getexif().get(0x0112))
+    return img if method is None else img.transpose(method)
+
+
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     """Transparent pixels become black, the background colour of an MRI slice."""
     rgba = img.convert("RGBA")
@@ -238,17 +318,24 @@ def decode(path: str | Path, color_mode: str) -> Decoded:
     path = Path(path)
     with _router.capture() as caught, _opened(path) as img, \
             _failures_as_reasons("corrupt image data"):
-        try:
-            img = ImageOps.exif_transpose(img)
+        if (note := _little_data(path, img)):
+            caught.append(note)
+        wide = _sixteen_bit_colour(path, img)
+        try:  # in place: a 49-megapixel image is not copied (196 MB) when it is upright
+            if wide is None:
+                ImageOps.exif_transpose(img, in_place=True)
+            else:
+                img = _oriented(wide, img)
         except Exception as exc:  # noqa: BLE001 - damaged metadata, intact pixels
             caught.append(f"EXIF orientation unreadable, image used as stored ({_reason(exc)})")
+            img = img if wide is None else wide
         if img.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
             img = _to_8bit(img)
         elif img.mode in {"RGBA", "LA", "PA"} or (
                 img.mode == "P" and "transparency" in img.info):
             img = _flatten_alpha(img)
         target = "L" if color_mode == "grayscale" else "RGB"
-        arr = np.asarray(img.convert(target), dtype=np.uint8)
+        arr = np.asarray(img if img.mode == target else img.convert(target), dtype=np.uint8)
     pixels = arr[..., None] if arr.ndim == 2 else arr
     return Decoded(pixels, _without_bomb_notice(caught))
 

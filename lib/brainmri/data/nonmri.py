@@ -5,7 +5,8 @@ Nothing here needs the network or a download: synthetic patterns (noise, checker
 stripes, gradients, drawings), the pictures bundled with scikit-image (photos, a retina
 fundus image, the Shepp-Logan CT phantom; only those that load offline), and real MRI
 slices turned into something else (inverted, colour-tinted or false-coloured, buried in
-noise, binarised, reduced to an edge map). Every image is an (H, W, 3) uint8 array and
+noise, binarised, reduced to an edge map); and, apart from that set, grey photos framed
+on black like a head slice (``framed``). Every image is an (H, W, 3) uint8 array and
 every random choice is seeded, so the set is the same on every machine.
 """
 
@@ -26,6 +27,15 @@ PHOTOS = ("astronaut", "camera", "chelsea", "clock", "coffee", "coins", "colorwh
 #: Medical pictures that are not brain MRI slices: a retina fundus photo, a retina
 #: angiogram crop and the Shepp-Logan phantom (a CT-like head).
 MEDICAL = ("retina", "microaneurysms", "shepp_logan_phantom")
+
+#: scikit-image's photos that ``framed`` turns grey and places on a black square, as a
+#: head sits in a slice (issue 36, item 10: such images passed every per-image check).
+FRAMED = ("astronaut", "camera", "chelsea", "clock", "coffee", "coins", "moon", "rocket")
+
+#: How ``framed`` places each photo: (outline, share of the frame's side its longer side
+#: takes, whether it is moved off centre). ``ellipse``: only an elliptical window of the
+#: photo is kept, the shape of a head.
+FRAMINGS = (("rectangle", 0.8, False), ("rectangle", 0.6, True), ("ellipse", 0.9, False))
 
 #: What ``transformed`` makes of one real MRI slice.
 TRANSFORMS = ("inverted", "tint_red", "tint_green", "tint_blue", "tint_sepia",
@@ -135,6 +145,38 @@ def bundled(names: Iterable[str] = PHOTOS + MEDICAL) -> list[Example]:
         if isinstance(picture, tuple):  # stereo pairs: the left image
             picture = picture[0]
         out.append(Example("medical" if name in MEDICAL else "photo", name, as_rgb(picture)))
+    return out
+
+
+def framed(seed: int = 0, size: int = 256,
+           names: Iterable[str] = FRAMED) -> list[Example]:
+    """scikit-image's photos made grey, shrunk and placed on a black ``size`` square, one
+    per ``FRAMINGS`` each (24 images with the default ``FRAMED``): grey pictures framed
+    like a head slice, the kind the per-image checks missed most (issue 36, item 10).
+    Off-centre shifts and small changes of scale are drawn with ``seed``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for photo in bundled(names):
+        grey = photo.pixels.astype(np.float32).mean(-1)
+        for outline, share, shifted in FRAMINGS:
+            scale = share * float(rng.uniform(0.95, 1.05)) * size / max(grey.shape)
+            h, w = (max(1, round(n * scale)) for n in grey.shape)
+            small = cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
+            if outline == "ellipse":
+                yy, xx = np.mgrid[0:h, 0:w]
+                small = small * (((yy - (h - 1) / 2) / (h / 2)) ** 2
+                                 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 <= 1)
+            top, left = (size - h) // 2, (size - w) // 2
+            if shifted:
+                top += int(rng.integers(-top // 2, top // 2 + 1))
+                left += int(rng.integers(-left // 2, left // 2 + 1))
+            frame = np.zeros((size, size), np.float32)
+            frame[top:top + h, left:left + w] = small
+            out.append(Example("framed", f"framed_{outline}_{round(100 * share)}_"
+                                         f"{photo.name}",
+                               as_rgb(np.clip(np.round(frame), 0, 255).astype(np.uint8))))
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import stat
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,7 +34,7 @@ import pandas as pd
 from brainmri import CLASS_NAMES, PROB_COLUMNS
 from brainmri.core import paths
 from brainmri.core.progress import progress
-from brainmri.data.images import ImageReadError, decode
+from brainmri.data.images import ImageReadError, decode, header_pixels
 from brainmri.data.pixels import PixelSpec, bounded, crop_to_head, grey_levels, normalize, resize
 from brainmri.modeling import ood
 from brainmri.modeling.saved import pixel_spec
@@ -55,6 +56,29 @@ PROCESS_CHUNK = 16
 #: (below it, starting the processes costs more than it saves).
 PROCESS_MIN_FILES = 256
 
+#: Most threads that may prepare inputs (``--workers`` above it is refused): decoding is
+#: bounded by memory (``DECODE_BUDGET``) and the CPU long before.
+MAX_WORKERS = 32
+
+#: Most worker processes (each holds its own imports, about 150 MB).
+MAX_PROCESSES = 8
+
+#: Memory the images being decoded at once may take, over all threads and processes of
+#: one ``Prefetch``: an image waits for its share before it is decoded. A 49-megapixel
+#: JPEG takes ``BYTES_PER_PIXEL`` x 49e6 = 400 MB until it is reduced to ``MAX_SIDE``.
+DECODE_BUDGET = 1 * 2**30
+
+#: Peak bytes per pixel of the header's size while one image is decoded and reduced
+#: (Pillow's 4-byte pixels, the NumPy copy, the reduction; measured on a 7000 x 7000
+#: JPEG: 479 MB, 9.8 bytes per pixel).
+BYTES_PER_PIXEL = 10
+
+#: Allocations from this size on get their own memory map, given back to the system when
+#: freed (glibc's ``M_MMAP_THRESHOLD``). By default the threshold rises after each large
+#: free, and each decoding thread's arena then keeps hundreds of MB after its image is
+#: gone: peak memory at 8 workers on 49-megapixel JPEGs 2.5 GB with, 1.4 GB without.
+MMAP_THRESHOLD = 4 * 2**20
+
 
 def default_model() -> Path:
     return paths.project_root() / paths.SHIPPED_MODEL
@@ -65,15 +89,93 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+_MALLOC_SET = False
+
+
+def _large_blocks_to_system() -> None:
+    """Set ``MMAP_THRESHOLD`` once per process, where the C library is glibc."""
+    global _MALLOC_SET
+    if _MALLOC_SET:
+        return
+    _MALLOC_SET = True
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD (malloc.h)
+    except (OSError, AttributeError, TypeError):  # not glibc: its own policy stays
+        pass
+
+
+class _Budget:
+    """A weighted semaphore on bytes, for threads (``threading``) or processes (a
+    ``multiprocessing`` condition and shared counter): ``hold(n)`` waits until ``n``
+    bytes fit under the limit. A request larger than the limit waits until nothing else
+    is held, then runs alone."""
+
+    def __init__(self, limit: int, condition, used):
+        self.limit, self._condition, self._used = int(limit), condition, used
+
+    @classmethod
+    def for_threads(cls, limit: int) -> _Budget:
+        import threading
+
+        class Counter:
+            value = 0
+
+        return cls(limit, threading.Condition(), Counter())
+
+    @classmethod
+    def for_processes(cls, limit: int, context) -> _Budget:
+        return cls(limit, context.Condition(), context.Value("q", 0, lock=False))
+
+    def __getstate__(self):  # sent to spawned workers through the pool's initializer
+        return self.limit, self._condition, self._used
+
+    def __setstate__(self, state):
+        self.limit, self._condition, self._used = state
+
+    @contextmanager
+    def hold(self, amount: int) -> Iterator[None]:
+        amount = max(0, min(int(amount), self.limit))
+        with self._condition:
+            while self._used.value and self._used.value + amount > self.limit:
+                self._condition.wait()
+            self._used.value += amount
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._used.value -= amount
+                self._condition.notify_all()
+
+
+#: The budget of this process's decoding threads (a worker process gets its pool's).
+_budget = _Budget.for_threads(DECODE_BUDGET)
+
+
 # ------------------------------------------------------------------------ inputs
 
 
 @dataclass
 class Inputs:
-    """The files to classify and how many hidden entries the folder walk skipped."""
+    """The files to classify (each once), how many hidden entries the folder walk
+    skipped, and the mentions left out because they name a file already listed."""
 
     files: list[Path]
     hidden: int = 0
+    repeated: list[Path] = field(default_factory=list)
+
+
+def _identity(path: Path) -> tuple:
+    """What makes two mentions the same file: device and inode for a regular file (the
+    same scan through ``./a.png``, a folder, or a link), else the normalised path."""
+    try:
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode):
+            return ("file", info.st_dev, info.st_ino)
+    except (OSError, ValueError):
+        pass
+    return ("path", os.path.normpath(os.path.abspath(path)))
 
 
 def _walk(folder: Path) -> tuple[list[Path], int]:
@@ -100,7 +202,9 @@ def _walk(folder: Path) -> tuple[list[Path], int]:
 
 def scan(inputs: Iterable[str | os.PathLike]) -> Inputs:
     """Files named directly (hidden or not), plus every non-hidden entry under the
-    folders named, with the count of hidden entries skipped in those folders."""
+    folders named, each file once (the first mention kept: a file named twice, or also
+    through its folder, used to get a row per mention), with the count of hidden entries
+    skipped in those folders and the repeated mentions left out."""
     found: list[Path] = []
     hidden = 0
     for item in map(Path, inputs):
@@ -114,7 +218,14 @@ def scan(inputs: Iterable[str | os.PathLike]) -> Inputs:
             hidden += skipped
         else:
             found.append(item)
-    return Inputs(found, hidden)
+    seen: set[tuple] = set()
+    files: list[Path] = []
+    repeated: list[Path] = []
+    for path in found:
+        key = _identity(path)
+        (repeated if key in seen else files).append(path)
+        seen.add(key)
+    return Inputs(files, hidden, repeated)
 
 
 def collect(inputs: Iterable[str | os.PathLike]) -> list[Path]:
@@ -155,12 +266,18 @@ def prepare_pixels(path: Path | str, pixels: np.ndarray, spec: PixelSpec,
 
 def prepare(path: Path, spec: PixelSpec, statistics: bool = False) -> Prepared:
     """Decode, check and resize one file as ``data.pixels.load_file`` does; never raises
-    for a bad file (ImageReadError becomes ``error``)."""
-    try:
-        decoded = decode(path, spec.color_mode)
-    except ImageReadError as exc:
-        return Prepared(path, error=str(exc))
-    return prepare_pixels(path, decoded.pixels, spec, decoded.warnings, statistics)
+    for a bad file (ImageReadError becomes ``error``). The decoded image is held only
+    within its share of the decoding budget (from its header's size), so that the
+    full-size images in memory at once stay under ``DECODE_BUDGET`` however many
+    workers there are."""
+    with _budget.hold(header_pixels(path) * BYTES_PER_PIXEL):
+        try:
+            decoded = decode(path, spec.color_mode)
+        except ImageReadError as exc:
+            return Prepared(path, error=str(exc))
+        item = prepare_pixels(path, decoded.pixels, spec, decoded.warnings, statistics)
+        del decoded  # before the share is given back
+    return item
 
 
 def _prepare_source(index: int, source, spec: PixelSpec, statistics: bool) -> Prepared:
@@ -177,9 +294,13 @@ def _run_chunk(work: Callable[[int, object], Prepared], items: list) -> list[Pre
     return [work(index, source) for index, source in items]
 
 
-def _ignore_interrupts() -> None:
-    """Worker processes leave Ctrl-C to the parent, which stops them (no tracebacks)."""
+def _start_worker(budget: _Budget) -> None:
+    """A worker process leaves Ctrl-C to the parent, which stops it (no tracebacks), and
+    shares the pool's decoding budget."""
+    global _budget
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _budget = budget
+    _large_blocks_to_system()
 
 
 class Prefetch:
@@ -198,6 +319,8 @@ class Prefetch:
     def __init__(self, sources: Iterable, work: Callable[[int, object], Prepared],
                  workers: int | None = None, ahead: int = PREFETCH, processes: bool = False):
         workers = default_workers() if workers is None else max(1, int(workers))
+        workers = min(workers, MAX_PROCESSES if processes else MAX_WORKERS)
+        _large_blocks_to_system()
         self._work = work
         self._sources: Iterator = enumerate(sources)
         self._chunk = PROCESS_CHUNK if processes else 1
@@ -208,8 +331,10 @@ class Prefetch:
             import multiprocessing
 
             try:
-                self._pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
-                                                 initializer=_ignore_interrupts)
+                context = multiprocessing.get_context("spawn")
+                budget = _Budget.for_processes(DECODE_BUDGET, context)
+                self._pool = ProcessPoolExecutor(workers, context, initializer=_start_worker,
+                                                 initargs=(budget,))
             except (OSError, NotImplementedError):  # no process support here: threads
                 processes, self._chunk = False, 1
         if not processes and workers > 1:
@@ -283,7 +408,8 @@ def start(sources: Sequence, metadata: dict, workers: int | None = None,
         statistics = bool((metadata.get("ood") or {}).get("checks"))
     if processes and workers is None:
         workers = max(1, default_workers() - 1)
-    ahead = max(64, min(4096, PREFETCH_BYTES // math.prod(spec.shape)))
+    # a few for large model inputs (a 2048 px one is 12 MB), thousands for small ones
+    ahead = max(8, min(4096, PREFETCH_BYTES // math.prod(spec.shape)))
     work = partial(_prepare_source, spec=spec, statistics=statistics)
     return Prefetch(sources, work, workers, ahead, processes)
 

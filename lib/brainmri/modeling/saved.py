@@ -1,15 +1,25 @@
 """Saved models: the ``.keras`` file, its JSON sidecar, loading and shipping.
 
-The sidecar (``model.json`` in a run, ``<name>.json`` next to a shipped model) records
-how to feed the model (input size, colour mode, resampling, normalisation, class order)
-and its calibration temperature: without it a saved model cannot be used correctly.
+The sidecar (``<stem>.json`` beside ``<stem>.keras``: ``model.json`` in a run,
+``brainmri_compact.json`` next to the shipped model) records how to feed the model (input
+size, colour mode, resampling, normalisation, head crop, class order) and its calibration
+temperature: without it a saved model cannot be used correctly. It also records the
+SHA-256 of the ``.keras`` file it was written for (``model_sha256``), so that a sidecar
+is never used with another model; there is no fallback to another file's sidecar.
+
+Sidecars are read as data from possibly hostile users: only a regular file, at most
+``MAX_SIDECAR_BYTES``, and JSON nested at most ``MAX_SIDECAR_DEPTH`` deep.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import re
 import shutil
+import stat
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +35,19 @@ from brainmri.modeling import ood
 from brainmri.modeling.builders import GRADCAM_LAYER
 
 #: Sidecar keys without which a model cannot be fed correctly (the rest have defaults).
-REQUIRED_KEYS = ("class_names", "image_size", "color_mode", "normalization")
+#: ``crop`` has no default: a missing key used to turn the head crop off silently
+#: (p(glioma) 0.997 -> 0.504 on a model trained on cropped images); ``"crop": null``
+#: says "no crop" explicitly.
+REQUIRED_KEYS = ("class_names", "image_size", "color_mode", "normalization", "crop")
+
+#: The sidecar key holding the SHA-256 of the ``.keras`` file the sidecar was written for.
+MODEL_HASH_KEY = "model_sha256"
+
+#: Largest sidecar read (the shipped one, with its OOD checks, is about 100 KB).
+MAX_SIDECAR_BYTES = 8 * 2**20
+
+#: Deepest JSON nesting accepted in a sidecar (the series writes 4 levels).
+MAX_SIDECAR_DEPTH = 32
 
 #: Calibration temperatures a sidecar may hold: the search range of
 #: ``evaluation.metrics.fit_temperature``. Outside it the probabilities are degenerate:
@@ -58,15 +80,26 @@ def pixel_spec(meta: dict):
                      meta.get("crop"))
 
 
+def model_digest(model_file: str | Path) -> str:
+    """The SHA-256 (hex) of a model file's bytes: the identity a sidecar records."""
+    digest = hashlib.sha256()
+    with open(_regular_file(Path(model_file), "model file"), "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save(model, out_dir: str | Path, metadata: dict) -> Path:
     """Save the final (best-weights) model as ``model.keras`` with a ``model.json`` sidecar
-    describing how to feed it (input size, colour mode, normalisation, class order)."""
+    describing how to feed it (input size, colour mode, normalisation, class order) and
+    naming the model file it belongs to (its SHA-256)."""
     out_dir = Path(out_dir)
     target = out_dir / "model.keras"
     tmp = out_dir / ".model.tmp.keras"
     model.save(tmp)
     tmp.replace(target)
-    atomic_write_json(metadata, out_dir / "model.json")
+    atomic_write_json({**metadata, MODEL_HASH_KEY: model_digest(target)},
+                      out_dir / "model.json")
     return target
 
 
@@ -76,14 +109,15 @@ def export(model_dir: str | Path, target: str | Path, extra: dict | None = None)
     model_dir, target = Path(model_dir), Path(target)
     if not target.is_absolute():
         target = paths.project_root() / target
+    meta = read_sidecar(model_dir / "model.keras")
+    check_identity(meta, model_dir / "model.keras")  # never ship another model's sidecar
     with atomic_path(target) as tmp:
         shutil.copyfile(model_dir / "model.keras", tmp)
-    meta = json.loads((model_dir / "model.json").read_text())
     source = model_dir.resolve()
     if source.is_relative_to(paths.project_root()):  # no machine-specific paths in the card
         source = source.relative_to(paths.project_root())
-    atomic_write_json({**meta, **(extra or {}), "exported_from": str(source)},
-                      target.with_suffix(".json"))
+    atomic_write_json({**meta, **(extra or {}), "exported_from": str(source),
+                       MODEL_HASH_KEY: model_digest(target)}, target.with_suffix(".json"))
     return target
 
 
@@ -96,35 +130,100 @@ def _model_file(folder_or_file) -> Path:
 
 
 def sidecar_path(model_file: str | Path) -> Path:
-    """``<stem>.json`` beside a shipped model, else a run folder's ``model.json``."""
-    model_file = Path(model_file)
-    shipped = model_file.with_suffix(".json")  # brainmri_compact.keras -> .json
-    try:
-        return shipped if shipped.exists() else model_file.with_name("model.json")
-    except OSError:
-        return shipped
+    """``<stem>.json`` beside ``<stem>.keras`` (a run folder's ``model.keras`` ->
+    ``model.json``). Never another file's sidecar: a ``model.json`` beside
+    ``best.keras`` used to be taken silently, with another model's calibration."""
+    return Path(model_file).with_suffix(".json")
+
+
+def _kind(mode: int) -> str:
+    return ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device or special file")
+
+
+def _regular_file(path: Path, what: str) -> Path:
+    """``path`` when it is (or links to) a regular file; SavedModelError otherwise, before
+    anything opens it (a named pipe would block forever, /dev/zero never ends)."""
+    mode = os.stat(path).st_mode  # FileNotFoundError / OSError: the caller says so
+    if not stat.S_ISREG(mode):
+        raise SavedModelError(f"{what} {path} is {_kind(mode)}, not a regular file; pass the "
+                              f"file saved by the series")
+    return path
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` in JSON text (strings left out): checked
+    before parsing, since 100,000 nested brackets exhaust the parser's recursion."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def read_sidecar(model_file: str | Path) -> dict:
-    """The sidecar's content, ``{}`` when there is none; SavedModelError if unreadable."""
+    """The sidecar's content, ``{}`` when there is none; SavedModelError, one line, if it
+    is not a regular file, larger than ``MAX_SIDECAR_BYTES``, nested deeper than
+    ``MAX_SIDECAR_DEPTH``, or not a JSON object."""
     meta_file = sidecar_path(model_file)
+    hint = "restore it from the run's model folder or re-export the model"
     try:
-        text = meta_file.read_text(encoding="utf-8")
+        _regular_file(meta_file, "sidecar")
+        # O_NONBLOCK: a file swapped for a named pipe after the check does not block
+        fd = os.open(meta_file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise SavedModelError(f"sidecar {meta_file} is not a regular file; {hint}")
+            data = fh.read(MAX_SIDECAR_BYTES + 1)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise SavedModelError(f"cannot read {meta_file} ({getattr(exc, 'strerror', None) or exc})"
                               f"; check its permissions or re-export the model") from None
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise SavedModelError(f"{meta_file} is larger than {MAX_SIDECAR_BYTES // 2**20} MB, "
+                              f"far more than a sidecar holds; {hint}")
+    if _depth(text) > MAX_SIDECAR_DEPTH:
+        raise SavedModelError(f"{meta_file} nests JSON more than {MAX_SIDECAR_DEPTH} levels "
+                              f"deep, which no sidecar does; {hint}")
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SavedModelError(f"{meta_file} is not valid JSON ({exc.msg}, line {exc.lineno}); "
-                              f"restore it from the run's model folder or re-export the "
-                              f"model") from None
+                              f"{hint}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+        raise SavedModelError(f"{meta_file} holds a value that cannot be read "
+                              f"({_short(str(exc))}); {hint}") from None
     if not isinstance(meta, dict):
-        raise SavedModelError(f"{meta_file} must hold a JSON object; restore it from the run's "
-                              f"model folder or re-export the model")
+        raise SavedModelError(f"{meta_file} must hold a JSON object; {hint}")
     return meta
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_identity(meta: dict, model_file: str | Path) -> bool:
+    """Refuse a sidecar that records another model file's SHA-256. True when the sidecar
+    names this model; False when it names none (a sidecar written before brainmri 0.2.1
+    recorded it): such a sidecar is used, and ``brainmri predict`` says that it could
+    not be checked."""
+    recorded = meta.get(MODEL_HASH_KEY)
+    if recorded is None:
+        return False
+    model_file = _model_file(model_file)
+    actual = model_digest(model_file)
+    if recorded != actual:
+        raise SavedModelError(
+            f"{sidecar_path(model_file)} belongs to another model ({MODEL_HASH_KEY} "
+            f"{_short(repr(recorded), 20)}, but {model_file.name} has {actual[:16]}...); "
+            f"pair the model with the sidecar saved with it, or re-export the model")
+    return True
 
 
 def update_sidecar(model_file: str | Path, key: str, value: Any) -> Path:
@@ -145,27 +244,42 @@ def _is_number(value) -> bool:
         value)
 
 
+def identity_note(meta: dict, folder_or_file) -> str | None:
+    """What ``brainmri predict`` says about a sidecar that names no model file (written
+    before the series recorded ``model_sha256``): used, but not checked. None otherwise."""
+    if MODEL_HASH_KEY in meta:
+        return None
+    model_file = _model_file(folder_or_file)
+    return (f"{sidecar_path(model_file).name} does not record which model file it was "
+            f"written for (saved before brainmri recorded {MODEL_HASH_KEY}), so it could not "
+            f"be checked against {model_file.name}; it was used as is. Re-export the model "
+            f"to record it.")
+
+
 def _sidecar_problem(meta: dict) -> str | None:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
-        return f"is incomplete (missing {', '.join(missing)})"
-    if list(meta["class_names"]) != list(CLASS_NAMES):
-        return (f"lists classes {meta['class_names']}, but this version predicts "
+        crop = ("; add \"crop\": \"head\" if the model was trained on head-cropped images, "
+                "\"crop\": null if not" if "crop" in missing else "")
+        return f"is incomplete (missing {', '.join(missing)}{crop})"
+    if not isinstance(meta["class_names"], list) or meta["class_names"] != list(CLASS_NAMES):
+        return (f"lists classes {_short(repr(meta['class_names']))}, but this version predicts "
                 f"{list(CLASS_NAMES)}")
     size = meta["image_size"]
     low, high = IMAGE_SIZE_RANGE
     if not (isinstance(size, int) and not isinstance(size, bool) and low <= size <= high):
-        return (f"has image_size {size!r}; it must be a whole number of pixels from {low} to "
-                f"{high} (the side of the square the model was trained on)")
+        return (f"has image_size {_short(repr(size))}; it must be a whole number of pixels "
+                f"from {low} to {high} (the side of the square the model was trained on)")
     for key, allowed in (("color_mode", COLOR_MODES), ("normalization", NORMALIZATIONS),
                          ("resample", tuple(RESAMPLE)), ("crop", CROPS)):
-        if key in meta and meta[key] not in allowed:
-            return f"has {key} {meta[key]!r}; expected one of {list(allowed)}"
+        if key in meta and not (isinstance(meta[key], (str, type(None)))
+                                and meta[key] in allowed):
+            return f"has {key} {_short(repr(meta[key]))}; expected one of {list(allowed)}"
     temperature = meta.get("temperature", 1.0)
     low, high = TEMPERATURE_RANGE
     if not (_is_number(temperature) and low <= temperature <= high):
-        return (f"has temperature {temperature!r}; the calibration temperature must be a "
-                f"number from {low} to {high} (refit it on validation predictions with "
+        return (f"has temperature {_short(repr(temperature))}; the calibration temperature "
+                f"must be a number from {low} to {high} (refit it on validation predictions with "
                 f"brainmri.evaluation.metrics.fit_temperature, or remove it to use 1)")
     if "ood" in meta and (problem := ood.check_entry(meta["ood"])):
         return f"has an unusable ood entry: {problem}"
@@ -237,12 +351,15 @@ def _check_archive(model_file: Path) -> None:
     """Clear reasons for files Keras would report confusingly ("File not found" for a
     file that exists but is not a zip, a KeyError for a zip without config.json)."""
     try:
-        model_file.stat()
+        mode = model_file.stat().st_mode
     except FileNotFoundError:
         raise SavedModelError(f"model file {model_file} not found; pass a .keras file saved "
                               f"by the series, with its JSON sidecar beside it") from None
     except OSError as exc:
         raise _unreadable(model_file, exc) from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a named pipe would block forever
+        raise SavedModelError(f"model file {model_file} is {_kind(mode)}, not a regular file; "
+                              f"pass a .keras file saved by the series")
     try:
         with zipfile.ZipFile(model_file) as archive:
             names = set(archive.namelist())
@@ -284,6 +401,7 @@ def load_saved(folder_or_file):
     model_file = _model_file(folder_or_file)
     _check_archive(model_file)
     metadata = read_sidecar(model_file)
+    check_identity(metadata, model_file)
     return _load_keras(model_file), metadata
 
 
@@ -297,6 +415,7 @@ def prediction_metadata(folder_or_file) -> dict:
         raise SavedModelError(f"{sidecar_path(model_file)} is missing; it records the input "
                               f"size and normalisation the model expects. Copy it from the "
                               f"run's model folder or re-export the model")
+    check_identity(metadata, model_file)
     check_sidecar(metadata, model_file)
     return metadata
 

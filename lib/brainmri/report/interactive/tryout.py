@@ -25,7 +25,7 @@ from brainmri.data.sources import locate
 from brainmri.evaluation import attributions
 from brainmri.modeling import inference, saved
 from brainmri.report.series.notebook import local_path
-from brainmri.report.show import figures
+from brainmri.report.show import explanation_figures, figures
 
 
 class TryoutError(BrainMRIError):
@@ -99,7 +99,7 @@ def explain_file(path, model_path=None) -> Tryout:
     title = f"{path.name}: {row['prediction']} ({100 * probabilities.max():.1f} %)"
     return Tryout(path, row["prediction"], probabilities, row["warning"], heat,
                   probability_bars(probabilities, title),
-                  figures.heatmap_overlays(pixels, heat[None],
+                  explanation_figures.heatmap_overlays(pixels, heat[None],
                                            [f"Grad-CAM for {row['prediction']}"]))
 
 

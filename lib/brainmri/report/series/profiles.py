@@ -106,10 +106,25 @@ class Profile:
                     name in (self.rules.get("nullable") or []) or None in given)
 
 
+def named_profiles() -> list[str]:
+    """The profiles a run may name: ``params/<name>.yaml`` (``base`` included)."""
+    try:
+        return sorted(p.stem for p in paths.params_dir().glob("*.yaml")
+                      if name_problem(p.stem) is None)
+    except OSError:
+        return []
+
+
 def _read(name: str) -> dict:
+    """A profile by its name. Only the named profiles of ``params/`` are read: a path
+    (``--profile /tmp/x.yaml``, ``../x``) is refused, so a run's parameters always come
+    from the project's own files."""
+    available = ", ".join(named_profiles())
+    if name_problem(name) is not None or name.endswith((".yaml", ".yml")):
+        raise ProfileError(f"profile {name!r} is not a profile name: give one of {available} "
+                           f"(params/<name>.yaml; a path is not accepted).")
     path = paths.params_dir() / f"{name}.yaml"
     if not path.exists():
-        available = ", ".join(sorted(p.stem for p in paths.params_dir().glob("*.yaml")))
         raise ProfileError(f"No profile {name!r} ({path} missing). Available: {available}.")
     return yaml.safe_load(path.read_text()) or {}
 

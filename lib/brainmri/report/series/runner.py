@@ -21,43 +21,43 @@ import errno
 import hashlib
 import logging
 import os
-import re
 import sys
-import sysconfig
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError
+from brainmri.core.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error
 from brainmri.core.files import atomic_write_json, atomic_write_text, read_json
 from brainmri.core.progress import ENV as PROGRESS_ENV
 from brainmri.core.runfolder import RunFolder, name_problem
 from brainmri.report.series.environment import describe_environment, git_revision
+from brainmri.report.series.failures import (
+    SKIPPABLE,
+    failure_message,
+    mark_skipped,
+    read_failure,
+)
+from brainmri.report.series.portable import (
+    finish_notebook,
+    portable,
+    portable_data_root,
+    shown,
+)
 from brainmri.report.series.profiles import (
     Step,
     check_overrides,
     check_values,
     from_text,
     load_profile,
+    named_profiles,
     params_hash,
 )
 
 KERNEL = "python3"
-#: How an executed notebook names folders outside the project: the variables the runner
-#: sets for the step's kernel (``notebook.setup`` expands them), so no absolute path of
-#: the machine that ran the series is written into a notebook.
-RESULTS_ENV = "BRAIN_MRI_RESULTS"
-DATA_ENV = "BRAIN_MRI_DATA"
-#: What the book does not show: papermill's injected-parameters cell and the chapter's
-#: own parameters cell (plumbing; the values are in params.yaml and the appendix).
-HIDDEN_CELLS = ("injected-parameters", "parameters")
-HIDE_TAG = "remove-cell"
-
-
 def library_hash() -> str:
     """Changes when any module of the package changes (a step then reruns)."""
     root = Path(__file__).resolve().parents[1]
@@ -92,62 +92,9 @@ def _check_data(resolved: dict[str, dict]) -> dict[str, dict]:
     out = {}
     for name, data_dir in sorted(wanted.items()):
         root = locate(name, data_dir)
-        out[name] = {"path": _portable_data_root(name, root),
+        out[name] = {"path": portable_data_root(name, root),
                      "fingerprint": fingerprint(root)}
     return out
-
-
-def _shown(path: Path) -> str:
-    """A path as the terminal shows it: relative to the project when inside it."""
-    path = Path(path).resolve()
-    root = paths.project_root().resolve()
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-
-
-def _inside_project(path: Path) -> str | None:
-    """``path`` relative to the project root (posix), or None when it lies outside."""
-    path, root = Path(path).expanduser().resolve(), paths.project_root().resolve()
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else None
-
-
-def _portable_data_root(name: str, root: Path) -> str:
-    """Where a dataset was found, as environment.json records it: project-relative,
-    under ``$BRAIN_MRI_DATA``, or else only the dataset's name."""
-    inside = _inside_project(root)
-    if inside is not None:
-        return inside
-    env = os.environ.get(DATA_ENV)
-    if env and Path(root).resolve().is_relative_to(Path(env).expanduser().resolve()):
-        rel = Path(root).resolve().relative_to(Path(env).expanduser().resolve()).as_posix()
-        return f"${DATA_ENV}" + ("" if rel == "." else f"/{rel}")
-    return f"<{name}: outside the project>"
-
-
-def _portable(run: RunFolder, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The values injected into a step's notebook, and the environment its kernel needs.
-
-    Paths are written relative to the project root (``notebook.setup`` resolves them from
-    there). A run folder outside the project becomes ``$BRAIN_MRI_RESULTS/<run>`` and an
-    explicit ``data_dir`` outside it ``$BRAIN_MRI_DATA``, with the variable set for the
-    kernel to the location as given: the notebook records the name, not the machine's path.
-    """
-    env: dict[str, str] = {}
-    run_dir = _inside_project(run.root)
-    if run_dir is None:
-        run_dir = f"${RESULTS_ENV}/{run.root.name}"
-        env[RESULTS_ENV] = str(run.root.parent)
-    params = dict(params)
-    if params.get("data_dir"):
-        data_dir = Path(params["data_dir"]).expanduser().absolute()
-        inside = _inside_project(data_dir)
-        if inside is None:
-            env[DATA_ENV] = str(data_dir)
-            params["data_dir"] = f"${DATA_ENV}"
-        else:
-            params["data_dir"] = inside
-    # papermill's own way: one variable per parameter of the chapter, as its parameters
-    # cell declares them (``papermill -p NAME VALUE`` gives the same cell)
-    return {**params, "run_dir": run_dir}, env
 
 
 @contextlib.contextmanager
@@ -186,7 +133,7 @@ def _execute(step: Step, params: dict[str, Any], run: RunFolder, output: Path) -
     # Inside the executed notebooks, progress bars would be stored line by line; at a
     # terminal the runner shows papermill's per-cell bar instead.
     os.environ[PROGRESS_ENV] = "0"
-    injected, env = _portable(run, params)
+    injected, env = portable(run, params)
     with _environ(env), open(run.step_log(step.name), "ab") as log:
         papermill.execute_notebook(
             str(step.source), str(output), parameters=injected, kernel_name=KERNEL,
@@ -243,11 +190,11 @@ def _locked(folder: RunFolder):
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise BrainMRIError(f"cannot lock {_shown(folder.lock)} ({exc.strerror}): "
+            raise BrainMRIError(f"cannot lock {shown(folder.lock)} ({exc.strerror}): "
                                 f"choose a --results-dir on a local disk.") from None
         raise BrainMRIError(
             f"run {folder.name!r} is in use by another brainmri run (pid {holder}; lock "
-            f"file {_shown(folder.lock)}). Wait for it to finish, or give this run another "
+            f"file {shown(folder.lock)}). Wait for it to finish, or give this run another "
             f"name with --run.") from None
     try:
         os.ftruncate(fd, 0)
@@ -255,99 +202,6 @@ def _locked(folder: RunFolder):
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-# --- the executed notebook as the book shows it ----------------------------------------
-
-def _machine_paths(env: dict[str, str]) -> dict[str, str]:
-    """{absolute path of this machine: how a notebook shows it}. ``""`` stands for the
-    project root (its paths become project-relative)."""
-    shown: dict[str, str] = {}
-
-    def add(path: str | os.PathLike | None, label: str) -> None:
-        if not path:
-            return
-        for form in (Path(path).expanduser().absolute(), Path(path).expanduser().resolve()):
-            text = form.as_posix().rstrip("/")
-            if text and text != "/" and text not in shown:
-                shown[text] = label
-
-    add(paths.project_root(), "")
-    python = sysconfig.get_paths()
-    # paths inside the project are shown relative to it: only the others get a name
-    outside = [*((value, f"${name}") for name, value in env.items()),
-               (os.environ.get(RESULTS_ENV), f"${RESULTS_ENV}"),
-               (os.environ.get(DATA_ENV), f"${DATA_ENV}"),
-               (os.environ.get("BRAIN_MRI_CACHE"), "$BRAIN_MRI_CACHE"),
-               (os.environ.get("BRAIN_MRI_PARAMS"), "$BRAIN_MRI_PARAMS"),
-               (paths.notebooks_dir(), "notebooks"),
-               (python.get("purelib"), "<site-packages>"),
-               (python.get("platlib"), "<site-packages>"),
-               (python.get("stdlib"), "<python>"), (sys.prefix, "<python>"),
-               (sys.base_prefix, "<python>"), (Path.home(), "~"),
-               (tempfile.gettempdir(), "$TMPDIR")]
-    for path, label in outside:
-        if path and _inside_project(Path(path)) is None:
-            add(path, label)
-    return shown
-
-
-def _scrubber(env: dict[str, str]):
-    """A function that rewrites every absolute path of this machine in a text."""
-    shown = _machine_paths(env)
-    alternatives = "|".join(re.escape(p) for p in sorted(shown, key=len, reverse=True))
-    pattern = re.compile(rf"(?P<path>{alternatives})(?P<sep>/|(?![\w.-]))")
-    # IPython files a cell's code under a temporary name ("/tmp/ipykernel_12/345.py:6:
-    # SomeWarning ..."): shown as <cell>.
-    temp = {Path(tempfile.gettempdir()).absolute().as_posix(),
-            Path(tempfile.gettempdir()).resolve().as_posix()}
-    cell_file = re.compile("(?:" + "|".join(map(re.escape, temp)) + r")/ipykernel_\d+/\d+\.py")
-
-    def replace(match: re.Match) -> str:
-        label, sep = shown[match["path"]], match["sep"]
-        if label == "":
-            return "" if sep else "."
-        return label + sep
-
-    def scrub(text: str) -> str:
-        return pattern.sub(replace, cell_file.sub("<cell>", text))
-    return scrub
-
-
-def _scrub_tree(node: Any, scrub) -> Any:
-    """Rewrite the strings of a notebook's JSON: metadata and outputs. Cell sources are
-    left as they ran (the injected values are portable already) and binary images
-    (base64) are not text."""
-    if isinstance(node, str):
-        return scrub(node)
-    if isinstance(node, list):
-        return [_scrub_tree(v, scrub) for v in node]
-    if isinstance(node, dict):
-        return {k: v if k == "source" or (k.startswith("image/") and k != "image/svg+xml")
-                else _scrub_tree(v, scrub) for k, v in node.items()}
-    return node
-
-
-def finish_notebook(output: Path, params: dict[str, Any] | None = None,
-                    run: RunFolder | None = None) -> None:
-    """The executed notebook as a page: plumbing cells tagged ``remove-cell`` and no
-    absolute path of this machine (papermill's input and output paths, warnings that
-    name a file, printed locations) left in its metadata or outputs.
-
-    Done here rather than when the book stages the notebooks, so that every reader of
-    ``results/<run>/notebooks/`` (the book, ``brainmri html``, JupyterLab, a reviewer of
-    the committed reference run) sees the same chapter and the same portable paths.
-    """
-    import nbformat
-
-    env = _portable(run, params or {})[1] if run is not None else {}
-    nb = nbformat.read(output, 4)
-    for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if any(t in tags for t in HIDDEN_CELLS) and HIDE_TAG not in tags:
-            cell.metadata["tags"] = [*tags, HIDE_TAG]
-    nb = nbformat.from_dict(_scrub_tree(nb, _scrubber(env)))
-    nbformat.write(nb, output)
 
 
 def _record(run: RunFolder, step: Step, params: dict[str, Any], profile: str,
@@ -364,11 +218,28 @@ def _record(run: RunFolder, step: Step, params: dict[str, Any], profile: str,
     atomic_write_json(state, run.state)
 
 
+def _empty(option: str, value: Any) -> str | None:
+    """Why ``value`` is refused as empty: the CLI refuses ``--run ''`` before calling
+    :func:`run`, and the Python API refuses it the same way instead of reading it as the
+    default (``run=""`` used to run as the profile's name)."""
+    if isinstance(value, str) and not value.strip():
+        return (f"{option} is empty ({value!r}); give a value, or leave out {option} for "
+                f"its default")
+    return None
+
+
 def _check_arguments(profile, name: str, only: str | None, overrides: dict[str, Any],
                      dataset: str | None) -> tuple[list[Step], dict[str, Any]]:
     """Every argument of a run, before anything is written: the run's name (it becomes a
     folder), the steps, the ``--set`` values (text is read by each parameter's type) and
     ``--dataset``. Returns the steps and the typed overrides."""
+    for option, value in (("--run", name), ("--only", only), ("--dataset", dataset)):
+        if (problem := _empty(option, value)):
+            raise BrainMRIError(problem + ".")
+    for key, value in overrides.items():
+        if isinstance(value, str) and not value.strip():
+            raise BrainMRIError(f"--set {key}={value}: the value is empty; give one, or leave "
+                                f"out --set {key} for the default.")
     if (problem := name_problem(name)):
         raise BrainMRIError(f"--run {name!r}: {problem}.")
     steps = _select(profile.steps, only)
@@ -380,25 +251,52 @@ def _check_arguments(profile, name: str, only: str | None, overrides: dict[str, 
     return steps, overrides
 
 
+@dataclass
+class Plan:
+    """A run whose every argument was accepted and whose datasets were found: nothing is
+    written until :func:`execute` runs it."""
+    profile: Any
+    folder: RunFolder
+    steps: list[Step]
+    resolved: dict[str, dict]
+    overrides: dict[str, Any]
+    data: dict
+
+
+def prepare(profile_name: str, run: str | None = None, only: str | None = None,
+            overrides: dict[str, Any] | None = None, results_root: Path | None = None,
+            dataset: str | None = None) -> Plan:
+    """Check every argument and locate the datasets, writing nothing: a
+    :class:`BrainMRIError` here means that the command line (or what it names) is
+    unusable. ``run=None`` names the run after the profile; ``run=""`` is refused."""
+    profile = load_profile(profile_name)
+    name = profile_name if run is None else run
+    steps, overrides = _check_arguments(profile, name, only, dict(overrides or {}), dataset)
+    resolved = {step.name: profile.resolve(step, dataset, overrides) for step in steps}
+    data = _check_data(resolved)
+    return Plan(profile, RunFolder.named(name, results_root), steps, resolved, overrides, data)
+
+
+def execute(plan: Plan, force: bool = False) -> Path:
+    """Run a prepared plan into its run folder (see :func:`run`)."""
+    logging.captureWarnings(True)  # library warnings become log records: the logs get them
+    try:
+        with _locked(plan.folder), _logging_to(plan.folder.logs / "run.log"):
+            return _run_steps(plan.profile, plan.folder, plan.steps, plan.resolved,
+                              plan.overrides, plan.data, force)
+    finally:
+        logging.captureWarnings(False)
+
+
 def run(profile_name: str, run: str | None = None, only: str | None = None,
         overrides: dict[str, Any] | None = None, force: bool = False,
         results_root: Path | None = None, dataset: str | None = None) -> Path:
     """Run the profile's steps (``only``: some of them) into ``results/<run>``.
 
     ``overrides`` are ``--set`` values; a string is read as command-line text (by the
-    parameter's type: ``"1e-3"`` is a float, ``"2024"`` for a path stays text)."""
-    profile = load_profile(profile_name)
-    steps, overrides = _check_arguments(profile, run or profile_name, only,
-                                        dict(overrides or {}), dataset)
-    resolved = {step.name: profile.resolve(step, dataset, overrides) for step in steps}
-    data = _check_data(resolved)
-    folder = RunFolder.named(run or profile_name, results_root)
-    logging.captureWarnings(True)  # library warnings become log records: the logs get them
-    try:
-        with _locked(folder), _logging_to(folder.logs / "run.log"):
-            return _run_steps(profile, folder, steps, resolved, overrides, data, force)
-    finally:
-        logging.captureWarnings(False)
+    parameter's type: ``"1e-3"`` is a float, ``"2024"`` for a path stays text). An empty
+    ``run``, ``only``, ``dataset`` or override text is refused, as on the command line."""
+    return execute(prepare(profile_name, run, only, overrides, results_root, dataset), force)
 
 
 def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str, dict],
@@ -418,7 +316,7 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
                                    "cpu": environment["cpu"]}]
     atomic_write_json(environment, folder.environment)
     print(f"run {folder.name!r}: profile {profile.name!r}, {len(steps)} notebooks -> "
-          f"{_shown(folder.root)} (logs in {_shown(folder.logs)})", flush=True)
+          f"{shown(folder.root)} (logs in {shown(folder.logs)})", flush=True)
     started_fresh = False
     total_start, sitting_start = time.perf_counter(), time.time()
     for i, step in enumerate(steps, 1):
@@ -448,20 +346,20 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
             with _logging_to(log):
                 _execute(step, params, folder, output)
         except KeyboardInterrupt:  # Ctrl-C: record it, or state.json says "running" forever
-            seconds = round(earlier + time.perf_counter() - start, 1)
-            _record(folder, step, params, profile.name,
-                    {**base_entry, "status": "interrupted", "seconds": seconds})
-            print(f"{prefix}: interrupted ({seconds:.1f} s); rerun the same command to "
-                  f"resume", flush=True)
+            _interrupted(folder, step, params, profile.name, base_entry,
+                         round(earlier + time.perf_counter() - start, 1), prefix)
             raise
         except Exception as exc:  # noqa: BLE001 - reported, then re-raised as a clean error
             seconds = round(earlier + time.perf_counter() - start, 1)
-            failure = _failure(output, exc)
+            failure = read_failure(output, exc)
+            if failure["ename"] == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+                _interrupted(folder, step, params, profile.name, base_entry, seconds, prefix)
+                raise KeyboardInterrupt from None
             with _logging_to(log):
                 if output.exists():
                     finish_notebook(output, params, folder)
                 if failure["ename"] in SKIPPABLE:
-                    _mark_skipped(output, failure)
+                    mark_skipped(output, failure)
             if failure["ename"] in SKIPPABLE:
                 reason = failure["evalue"].splitlines()[0]
                 _record(folder, step, params, profile.name,
@@ -472,7 +370,7 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
             _record(folder, step, params, profile.name,
                     {**base_entry, "status": "failed", "seconds": seconds})
             print(f"{prefix}: FAILED ({seconds:.1f} s)", flush=True)
-            raise BrainMRIError(_failure_message(step, output, failure, log)) from None
+            raise BrainMRIError(failure_message(step, output, failure, log)) from None
         with _logging_to(log):
             finish_notebook(output, params, folder)
         seconds = round(earlier + time.perf_counter() - start, 1)
@@ -482,9 +380,19 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
     state = read_json(folder.state, {}) or {}
     environment["wall_time_s"] = {k: v.get("seconds") for k, v in state.items()}
     atomic_write_json(environment, folder.environment)
-    print(f"done in {time.perf_counter() - total_start:.0f} s: {_shown(folder.root)}",
+    print(f"done in {time.perf_counter() - total_start:.0f} s: {shown(folder.root)}",
           flush=True)
     return folder.root
+
+
+def _interrupted(folder: RunFolder, step: Step, params: dict[str, Any], profile: str,
+                 base_entry: dict, seconds: float, prefix: str) -> None:
+    """Record a step stopped by Ctrl-C and show its status line. What to do next is said
+    once, on stderr, by the command line (finished steps are kept; the same command
+    resumes)."""
+    _record(folder, step, params, profile, {**base_entry, "status": "interrupted",
+                                            "seconds": seconds})
+    print(f"{prefix}: interrupted ({seconds:.1f} s)", flush=True)
 
 
 def _earlier_attempts(previous: dict, key: str, traces: list[Path],
@@ -509,70 +417,12 @@ def _earlier_attempts(previous: dict, key: str, traces: list[Path],
     return float(spent), int(previous.get("attempts", 1)) + 1
 
 
-#: Exceptions that mean "this step cannot run here" rather than "something is broken":
-#: the step is recorded as skipped, its notebook shows why, and the series goes on.
-SKIPPABLE = {"WeightsUnavailableError"}
-
-
-def _failure(output: Path, exc: Exception) -> dict:
-    """Where and why a step failed, read from papermill's error and the partial notebook.
-
-    Errors shown by our short-message handler (BrainMRIError subclasses) reach papermill
-    as a bare CellExecutionError; their name and message are in the cell's output.
-    """
-    from papermill.exceptions import PapermillExecutionError
-
-    if not isinstance(exc, PapermillExecutionError):
-        return {"where": "before any cell ran", "ename": type(exc).__name__,
-                "evalue": str(exc)}
-    info = {"where": f"cell {exc.cell_index} (execution count {exc.exec_count})",
-            "ename": exc.ename, "evalue": exc.evalue}
-    if exc.ename == "CellExecutionError" and output.exists():
-        import nbformat
-
-        for cell in nbformat.read(output, 4).cells:
-            if cell.get("metadata", {}).get("papermill", {}).get("exception"):
-                text = "".join(o.get("text", "") for o in cell.get("outputs", [])
-                               if o.get("output_type") == "stream")
-                # The cell may print before it fails (Keras: "Downloading data from ..."),
-                # so take the last line that starts like "SomeError: message".
-                found = list(re.finditer(r"^(\w+(?:Error|Exception)): ", text, re.M))
-                if found:
-                    info.update(ename=found[-1].group(1),
-                                evalue=text[found[-1].end():].strip())
-    return info
-
-
-def _mark_skipped(output: Path, failure: dict) -> None:
-    """Turn a partial notebook into a clean "skipped" chapter: drop papermill's error
-    banners and the cells that never ran, and end with a note saying why."""
-    import nbformat
-
-    nb = nbformat.read(output, 4)
-    cells = []
-    for cell in nb.cells:
-        if "papermill-error-cell-tag" in cell.get("metadata", {}).get("tags", []):
-            continue
-        cells.append(cell)
-        if cell.get("metadata", {}).get("papermill", {}).get("exception"):
-            break
-    note = failure["evalue"].replace("\n", "\n> ")
-    cells.append(nbformat.v4.new_markdown_cell(
-        f"> **Skipped.** This chapter stopped here: {note}"))
-    nb.cells = cells
-    nbformat.write(nb, output)
-
-
-def _failure_message(step: Step, output: Path, failure: dict, log: Path) -> str:
-    return (f"notebook {step.notebook}.ipynb (step {step.name!r}) failed in "
-            f"{failure['where']}:\n  {failure['ename']}: {failure['evalue']}\n"
-            f"The partial executed notebook is kept at {output}; the kernel's own output "
-            f"is in {log}.\n"
-            f"Fix the cause and rerun the same command: finished steps are skipped.")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="quick", help="params/<profile>.yaml")
+    parser.add_argument("--profile", default="quick", metavar="NAME",
+                        help="a named profile, params/<NAME>.yaml: "
+                             + (", ".join(named_profiles()) or "none found")
+                             + " (default: quick). A path is refused: only the profiles "
+                               "in params/ can run")
     parser.add_argument("--dataset", default=None,
                         help="default dataset of the chapters that do not name one")
     parser.add_argument("--only", default=None, help="comma-separated step names or prefixes")
@@ -596,11 +446,19 @@ def parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``brainmri run``: the command line's exit codes (``core.exits``): 2 when an
+    argument, or what it names, is unusable (nothing written), 1 when a step failed."""
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        run(args.profile, args.run, args.only, parse_sets(args.set), args.force,
-            Path(args.results_dir) if args.results_dir else None, args.dataset)
+        plan = prepare(args.profile, args.run, args.only, parse_sets(args.set),
+                       Path(args.results_dir) if args.results_dir else None, args.dataset)
     except BrainMRIError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        error(str(exc))
+        return EXIT_USAGE
+    try:
+        execute(plan, args.force)
+    except BrainMRIError as exc:
+        error(str(exc))
+        return EXIT_FAILED
+    return EXIT_OK

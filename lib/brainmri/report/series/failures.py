@@ -1,0 +1,71 @@
+"""A step that stopped: where and why (read from papermill's error and the partial
+notebook), the message the runner prints, and the clean "skipped" chapter a step that
+cannot run on this machine (no ImageNet weights) leaves instead of a stack trace."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from brainmri.report.series.profiles import Step
+
+#: Exceptions that mean "this step cannot run here" rather than "something is broken":
+#: the step is recorded as skipped, its notebook shows why, and the series goes on.
+SKIPPABLE = {"WeightsUnavailableError"}
+
+
+def read_failure(output: Path, exc: Exception) -> dict:
+    """Where and why a step failed, read from papermill's error and the partial notebook.
+
+    Errors shown by our short-message handler (BrainMRIError subclasses) reach papermill
+    as a bare CellExecutionError; their name and message are in the cell's output.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
+    if not isinstance(exc, PapermillExecutionError):
+        return {"where": "before any cell ran", "ename": type(exc).__name__,
+                "evalue": str(exc)}
+    info = {"where": f"cell {exc.cell_index} (execution count {exc.exec_count})",
+            "ename": exc.ename, "evalue": exc.evalue}
+    if exc.ename == "CellExecutionError" and output.exists():
+        import nbformat
+
+        for cell in nbformat.read(output, 4).cells:
+            if cell.get("metadata", {}).get("papermill", {}).get("exception"):
+                text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                               if o.get("output_type") == "stream")
+                # The cell may print before it fails (Keras: "Downloading data from ..."),
+                # so take the last line that starts like "SomeError: message".
+                found = list(re.finditer(r"^(\w+(?:Error|Exception)): ", text, re.M))
+                if found:
+                    info.update(ename=found[-1].group(1),
+                                evalue=text[found[-1].end():].strip())
+    return info
+
+
+def mark_skipped(output: Path, failure: dict) -> None:
+    """Turn a partial notebook into a clean "skipped" chapter: drop papermill's error
+    banners and the cells that never ran, and end with a note saying why."""
+    import nbformat
+
+    nb = nbformat.read(output, 4)
+    cells = []
+    for cell in nb.cells:
+        if "papermill-error-cell-tag" in cell.get("metadata", {}).get("tags", []):
+            continue
+        cells.append(cell)
+        if cell.get("metadata", {}).get("papermill", {}).get("exception"):
+            break
+    note = failure["evalue"].replace("\n", "\n> ")
+    cells.append(nbformat.v4.new_markdown_cell(
+        f"> **Skipped.** This chapter stopped here: {note}"))
+    nb.cells = cells
+    nbformat.write(nb, output)
+
+
+def failure_message(step: Step, output: Path, failure: dict, log: Path) -> str:
+    return (f"notebook {step.notebook}.ipynb (step {step.name!r}) failed in "
+            f"{failure['where']}:\n  {failure['ename']}: {failure['evalue']}\n"
+            f"The partial executed notebook is kept at {output}; the kernel's own output "
+            f"is in {log}.\n"
+            f"Fix the cause and rerun the same command: finished steps are skipped.")
