@@ -203,3 +203,27 @@ def test_a_lever_claim_needs_two_seeds_and_an_effect_beyond_their_range(quick_ru
             else:
                 assert verdict == "noise" and abs(float(change)) <= float(spread), (lever, cell)
     assert verdicts
+
+
+@pytest.mark.slow
+def test_a_recipe_trained_once_gives_no_claim_in_the_ablation(quick_run):
+    from brainmri.core.runfolder import RunFolder
+    from brainmri.report.show.findings import NO_SPREAD
+
+    run = RunFolder.at(quick_run["run_dir"])
+    seeds = pd.read_csv(run.ablation).groupby("recipe")["seed"].nunique()
+    tables = [t for t in _html_tables(quick_run["run_dir"], "08c_shortcut_ablation")
+              if t[0][:3] == ["Recipe", "Against", "Change, points"]]
+    assert len(tables) == 1, "chapter 08c shows no table of recipe effects"
+    header, *rows = tables[0]
+    assert rows
+    column = {name: i for i, name in enumerate(header)}
+    for row in rows:
+        recipe, against = row[column["Recipe"]], row[column["Against"]]
+        reading = row[column["Reading"]]
+        if min(seeds[recipe], seeds[against]) < 2:
+            assert reading == NO_SPREAD, (recipe, reading)
+        else:
+            change = abs(float(row[column["Change, points"]]))
+            spread = float(row[column["Wider seed range, points"]])
+            assert reading.startswith("beyond" if change > spread else "within"), row

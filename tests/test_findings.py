@@ -129,20 +129,29 @@ def test_paired_test_counts_the_discordant_images():
 
 def test_lever_effects_are_judged_against_the_seed_spread():
     table = pd.DataFrame({
-        "recipe": ["baseline", "baseline+bn", "crop", "crop+bn", "union", "crop", "crop"],
-        "seed": [42, 42, 42, 42, 42, 7, 2026],
-        "external sensitivity": [0.197, 0.341, 0.276, 0.398, 0.308, 0.30, 0.25]})
-    effects = findings.lever_effects(table, "external sensitivity", yardstick=0.082)
-    effects = effects.set_index("recipe")
-    assert effects.loc["crop+bn", "against"] == "baseline+bn"
-    assert effects.loc["crop", "change"] == pytest.approx(0.079)
-    assert effects.loc["crop", "reading"].startswith("within")  # 7.9 < 8.2 points
-    assert effects.loc["union", "reading"].startswith("beyond")
-    assert effects.loc["crop+bn", "reading"] == effects.loc["crop", "reading"]  # 5.7 points
+        "recipe": ["baseline", "baseline+bn", "crop", "crop+bn", "union",
+                   "baseline", "baseline", "crop", "crop", "union+bn"],
+        "seed": [42, 42, 42, 42, 42, 7, 2026, 7, 2026, 42],
+        "external sensitivity": [0.20, 0.34, 0.28, 0.40, 0.31, 0.22, 0.18, 0.30, 0.26, 0.5]})
+    effects = findings.lever_effects(table, "external sensitivity").set_index("recipe")
     assert "baseline" not in effects.index and "baseline+bn" not in effects.index
-    # no recipe trained on several seeds: no spread to judge by, so no claim at all
-    alone = findings.lever_effects(table, "external sensitivity", yardstick=float("nan"))
-    assert set(alone["reading"]) == {findings.NO_SPREAD}
+    # both recipes on three seeds: mean against mean (0.28 - 0.20), beside the wider of
+    # the two ranges (0.04 each)
+    crop = effects.loc["crop"]
+    assert (crop["seeds"], crop["change"]) == (3, pytest.approx(0.08))
+    assert crop["seed range"] == pytest.approx(0.04)
+    assert crop["reading"].startswith("beyond")
+    # one seed on either side gives no claim, however large the change
+    for once in ("union", "crop+bn", "union+bn"):
+        assert effects.loc[once, "reading"] == findings.NO_SPREAD, once
+        assert effects.loc[once, "seeds"] == 1
+    assert effects.loc["union", "change"] == pytest.approx(0.11)  # shown, at the run's seed
+    assert effects.loc["union+bn", "against"] == "baseline+bn"
+    # a change within the wider range is noise
+    closer = table.copy()
+    closer.loc[closer["recipe"] == "crop", "external sensitivity"] = [0.21, 0.23, 0.19]
+    within = findings.lever_effects(closer, "external sensitivity").set_index("recipe")
+    assert within.loc["crop", "reading"].startswith("within")
 
 
 def test_threshold_and_other_dataset_readings():

@@ -239,8 +239,12 @@ def test_claims_grid_sits_beside_the_reports_figures():
     table = pd.DataFrame(rows, columns=["setting", "color_mode", "epochs", "seed",
                                         "test accuracy", "test CI low", "test CI high"])
     table["val accuracy"] = table["test accuracy"]
+    table = table.assign(**{"val correct": 60, "val images": 100, "test images": 394})
     versus = claims.versus_published(table)
     assert versus.loc["grayscale, 16 epochs", "report 000"] == 0.71
+    # the counts behind the rates travel with them (issue 28, rule 2)
+    assert tuple(versus.loc["rgb, 6 epochs", ["val correct", "val images", "test images"]]) \
+        == (60, 100, 394)
     assert versus.loc["grayscale, 6 epochs", "test accuracy"] == 0.60  # the run's seed
 
 

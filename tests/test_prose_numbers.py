@@ -205,7 +205,9 @@ def test_readme_and_card_carry_the_run_figures(tmp_path):
     # the same share of the clean images; the bootstrap's 95 %, resamples and seed
     assert numbers(out["models/README.md:metrics-note"]) == ["2", "321", "95", "777", "5"]
     card = out["models/README.md:results"]
-    assert "| nickparvar | test_dedup | 300 |" in card and "| 28/30 |" in card  # 0.95 of 30
+    # 0.95 of 30 no-tumour images, with its Wilson interval and the few-cases mark
+    assert "| nickparvar | test_dedup | 300 |" in card and "| 28/30 (79-98)* |" in card
+    assert card.endswith("rest on fewer than 50 cases: read them with care.")
     assert "relu_cnn" not in card  # the shipped model's rows only
     note = out["models/README.md:ablation-note"]  # 5 variants; the best on validation
     assert numbers(note) == ["5", "93.0"] and "`crop-union+bn`" in note

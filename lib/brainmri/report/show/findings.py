@@ -173,27 +173,36 @@ def paired_test(a: pd.DataFrame, b: pd.DataFrame) -> dict:
 # --- 08c ----------------------------------------------------------------------------
 
 
-def lever_effects(table: pd.DataFrame, value: str, yardstick: float,
-                  baseline: str = "baseline") -> pd.DataFrame:
+def lever_effects(table: pd.DataFrame, value: str, baseline: str = "baseline"
+                  ) -> pd.DataFrame:
     """Each recipe's change in ``value`` against the baseline with the same batch-norm
-    treatment (``x+bn`` against ``baseline+bn``), at the run's seed (the first row of
-    each recipe), and whether it exceeds ``yardstick`` (the largest range of ``value``
-    over seeds of one recipe): an effect within the seed spread is noise. With no recipe
-    trained on several seeds (``yardstick`` NaN) there is no spread to judge against, and
-    one seed gives no claim."""
-    single = table.drop_duplicates("recipe").set_index("recipe")
+    treatment (``x+bn`` against ``baseline+bn``). A change is read only where both
+    recipes were trained on several seeds: mean against mean, beside the wider of their
+    two ranges over seeds (``seed range``); smaller is noise. A recipe or a reference
+    trained once gives no claim (:data:`NO_SPREAD`): its change, at the run's seed, is
+    shown unread, since retraining alone moves a recipe by its seed range."""
+    first = table.drop_duplicates("recipe").set_index("recipe")  # the run's seed first
+    over_seeds = table.groupby("recipe")[value].agg(["count", "mean", "min", "max"])
     rows = []
-    for recipe, row in single.iterrows():
+    for recipe in first.index:
         reference = baseline + "+bn" if recipe.endswith("+bn") else baseline
-        if recipe == reference or reference not in single.index:
+        if recipe == reference or reference not in first.index:
             continue
-        change = row[value] - single.loc[reference, value]
-        reading = (NO_SPREAD if yardstick != yardstick
-                   else "beyond the seed spread" if abs(change) > yardstick
-                   else "within the seed spread")
+        a, b = over_seeds.loc[recipe], over_seeds.loc[reference]
+        seeded = min(a["count"], b["count"]) >= 2
+        if seeded:
+            change = a["mean"] - b["mean"]
+            spread = max(a["max"] - a["min"], b["max"] - b["min"])
+            reading = ("beyond the seed spread" if abs(change) > spread
+                       else "within the seed spread")
+        else:
+            change = first.loc[recipe, value] - first.loc[reference, value]
+            spread, reading = float("nan"), NO_SPREAD
         rows.append({"recipe": recipe, "against": reference, "change": change,
+                     "seeds": int(min(a["count"], b["count"])), "seed range": spread,
                      "reading": reading})
-    return pd.DataFrame(rows, columns=["recipe", "against", "change", "reading"])
+    return pd.DataFrame(rows, columns=["recipe", "against", "change", "seeds", "seed range",
+                                       "reading"])
 
 
 # --- 08b ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import yaml
 from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError
 from brainmri.core.runfolder import RunFolder
+from brainmri.report.show import frames, glued
 
 SHIPPED_MODEL = paths.SHIPPED_MODEL
 SHIPPED = SHIPPED_MODEL.with_suffix(".json")  # the shipped model's sidecar
@@ -79,38 +80,68 @@ def _flag(r) -> str:
 # --- tables ---------------------------------------------------------------------------------
 
 
+def _trained_on(r) -> str:
+    """Every collection the model learned from (``nickparvar+sartaj`` for a recipe that
+    adds Sartaj's training images), not only its home dataset."""
+    trained = getattr(r, "trained_on", None)
+    return r.dataset if trained is None or pd.isna(trained) or not trained else trained
+
+
+def _rate(k, n) -> str:
+    """``19/19 (83-100)*``: a rate with its count and Wilson interval, marked under
+    ``glued.FEW_CASES`` cases (:func:`frames.rate_column`); blank when not measured."""
+    if k is None or n is None or pd.isna(k) or pd.isna(n):
+        return ""
+    return frames.rate_column([k], [n])[0]
+
+
+def _found(r) -> str:
+    tumours = getattr(r, "tumours", None)
+    if tumours is None or pd.isna(tumours):  # a run written before the counts were
+        return pct(r.tumour_sensitivity)
+    return _rate(tumours - r.missed_tumours, tumours)
+
+
+def _few_note(lines: list[str]) -> list[str]:
+    """The caption a Markdown table cannot have: what ``*`` means, when a cell has it."""
+    if any(f"){frames.FEW_MARK} |" in line for line in lines):
+        lines += ["", f"Cells marked {frames.FEW_MARK} rest on fewer than {glued.FEW_CASES} "
+                      "cases: read them with care."]
+    return lines
+
+
 def table(metrics: pd.DataFrame) -> str:
-    """README: one row per (model, training dataset, evaluation set)."""
+    """README: one row per (model, training collections, evaluation set)."""
     lines = ["| model | trained on | evaluated on | n | accuracy % (95 % CI) | macro F1 % | "
-             "tumour sensitivity % | missed tumours | ECE (after T) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "tumours found (95 % CI %) | ECE (after T) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in _ordered(metrics).itertuples():
         lines.append(
-            f"| {r.model}{_flag(r)} | {r.dataset} | {r.eval_set} | {r.n} | "
+            f"| {r.model}{_flag(r)} | {_trained_on(r)} | {r.eval_set} | {r.n} | "
             f"{ci(r.accuracy, r.acc_ci_low, r.acc_ci_high)} | {pct(r.f1_macro)} | "
-            f"{pct(r.tumour_sensitivity)} | {count(r.missed_tumours)} | "
+            f"{_found(r)} | "
             f"{ece_change(r.ece, r.ece_tempscaled, '{:.3f} ({:.3f})')} |")
-    return "\n".join(lines)
+    return "\n".join(_few_note(lines))
 
 
 def card_table(metrics: pd.DataFrame) -> str:
-    """Model card: the clinical reading next to accuracy, with intervals; specificity as
-    a count, since it may rest on few no-tumour images."""
+    """Model card: the clinical reading next to accuracy, with intervals; each clinical
+    rate as the count it rests on, since a specificity may rest on few images."""
     lines = ["| trained on | evaluated on | n | accuracy % (95 % CI) | macro F1 % (95 % CI) | "
-             "tumour sensitivity % (95 % CI) | tumour specificity (no-tumour images) | "
+             "tumours found (95 % CI %) | no-tumour images cleared (95 % CI %) | "
              "ECE before / after T | flagged as unusual % |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in _ordered(metrics).itertuples():
-        k = "" if pd.isna(r.tumour_specificity) else \
-            f"{int(r.no_tumours_cleared)}/{int(r.no_tumours)}"
+        cleared = "" if pd.isna(r.tumour_specificity) else \
+            _rate(r.no_tumours_cleared, r.no_tumours)
         lines.append(
-            f"| {r.dataset} | {r.eval_set} | {r.n} | "
+            f"| {_trained_on(r)} | {r.eval_set} | {r.n} | "
             f"{ci(r.accuracy, r.acc_ci_low, r.acc_ci_high)} | "
             f"{ci(r.f1_macro, r.f1_macro_ci_low, r.f1_macro_ci_high)} | "
-            f"{ci(r.tumour_sensitivity, r.sens_ci_low, r.sens_ci_high)} | {k} | "
+            f"{_found(r)} | {cleared} | "
             f"{ece_change(r.ece, r.ece_tempscaled, '{:.3f} / {:.3f}')} | "
             f"{pct(getattr(r, 'ood_flagged', None))} |")
-    return "\n".join(lines)
+    return "\n".join(_few_note(lines))
 
 
 def _counted(r: pd.Series, rate: str, k: str, n: str) -> str:

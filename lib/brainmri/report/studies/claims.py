@@ -31,7 +31,8 @@ def versus_published(table: pd.DataFrame) -> pd.DataFrame:
         figures = published.reported(name, published.REPORT_000_DATASET) if name else None
         reported.append((figures or {}).get("accuracy"))
         source.append(where if figures else "")
-    return grid[["val accuracy", "test accuracy", "test CI low", "test CI high"]].assign(
+    return grid[["val accuracy", "val correct", "val images", "test accuracy", "test CI low",
+                 "test CI high", "test images"]].assign(
         **{"report 000": reported, "where": source})
 
 

@@ -121,9 +121,12 @@ def epochs_and_colour(base: dict, color_modes: list[str], epochs: list[int],
     test = scores[scores["eval_set"] == "test"].set_index("model")
     val = [_val_counts(run_folder, m, base["dataset"]) for m in table["model"]]
     table["val accuracy"] = [k / n for k, n in val]
+    table["val correct"] = [k for k, _ in val]
+    table["val images"] = [n for _, n in val]
     table["test accuracy"] = table["model"].map(test["accuracy"])
     table["test CI low"] = table["model"].map(test["acc_ci_low"])
     table["test CI high"] = table["model"].map(test["acc_ci_high"])
+    table["test images"] = table["model"].map(test["n"])
     return table
 
 
