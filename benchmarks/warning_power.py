@@ -150,7 +150,7 @@ def framed_power(args) -> None:
     from brainmri.data import nonmri
     from brainmri.data.dataset import load
     from brainmri.data.images import decode
-    from brainmri.modeling import inference, ood
+    from brainmri.modeling import embedding_distance, inference, ood
     from brainmri.modeling.saved import load_for_prediction
 
     model_path = Path(args.model) if args.model else inference.default_model()
@@ -186,7 +186,7 @@ def framed_power(args) -> None:
     index = NearestNeighbors(n_neighbors=max(ks)).fit(unit(fitted.embeddings))
     layers = [name for name in args.layers.split(",") if name]
     pooled = _pooled_features(model, metadata, layers, batch)
-    fitted_layers = [ood.fit_embedding(f, np.asarray(fit_labels)[fitted.index])
+    fitted_layers = [embedding_distance.fit_embedding(f, np.asarray(fit_labels)[fitted.index])
                      for f in pooled(fit_files)]
     scores, shipped = {}, {}
     for name, sources in sets.items():
@@ -199,7 +199,7 @@ def framed_power(args) -> None:
         for k in ks:
             frame[f"{k}-NN"] = near[:, k - 1]
         for layer, pool, (means, precision) in zip(layers, pooled(sources), fitted_layers):
-            frame[f"Mahalanobis {layer}"] = ood.mahalanobis(pool, means, precision)
+            frame[f"Mahalanobis {layer}"] = embedding_distance.mahalanobis(pool, means, precision)
         scores[name] = frame
         shipped[name] = np.array([bool(checks.failed(s, d))
                                   or e > ood.energy_threshold(entry, checks)

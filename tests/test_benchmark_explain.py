@@ -8,8 +8,8 @@ from brainmri.core.runfolder import RunFolder
 from brainmri.evaluation import attributions, benchmark, explain, map_checks
 from brainmri.modeling import builders as models
 from brainmri.modeling import saved
-from brainmri.report.show import blocks
-from brainmri.report.show import tables as readme_table
+from brainmri.report.publish import blocks
+from brainmri.report.publish import tables as readme_table
 
 SCORING = {"target_sensitivity": 0.99, "n_bootstrap": 200, "seed": 0, "ece_bins": 15}
 

@@ -208,7 +208,7 @@ def test_a_lever_claim_needs_two_seeds_and_an_effect_beyond_their_range(quick_ru
 @pytest.mark.slow
 def test_a_recipe_trained_once_gives_no_claim_in_the_ablation(quick_run):
     from brainmri.core.runfolder import RunFolder
-    from brainmri.report.show.findings import NO_SPREAD
+    from brainmri.report.studies.findings import NO_SPREAD
 
     run = RunFolder.at(quick_run["run_dir"])
     seeds = pd.read_csv(run.ablation).groupby("recipe")["seed"].nunique()

@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from brainmri.core import paths
-from brainmri.report.show import book
+from brainmri.report.publish import book
 from synthetic import make_dataset
 
 NOISE = ("IPKernelApp", "absl", "DeprecationWarning", "Running Sphinx")
@@ -94,7 +94,7 @@ def test_book_pages_leave_out_stderr_streams(tmp_path):
     notebook, not on the book's page; stdout and displayed results stay."""
     import nbformat
 
-    from brainmri.report.show.book import stage_notebook
+    from brainmri.report.publish.book import stage_notebook
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("print('x')")
@@ -115,7 +115,7 @@ def test_a_page_takes_its_title_from_the_table_of_contents(tmp_path):
     title the table of contents gives it, not the notebook's shared heading."""
     import nbformat
 
-    from brainmri.report.show.book import stage_notebook
+    from brainmri.report.publish.book import stage_notebook
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("Intro.\n\n# The compact CNN\n\nText."),

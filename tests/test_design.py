@@ -120,6 +120,33 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
+#: The report's layers, bottom first: a layer imports only from the ones below it.
+REPORT_LAYERS = {"show": 0, "series": 1, "studies": 2, "publish": 3, "interactive": 3}
+
+
+def test_the_report_layers_import_downward_only():
+    upward = []
+    for path in sorted((LIB / "report").rglob("*.py")):
+        own = _module_name(path).split(".")
+        if len(own) < 3:
+            continue  # the package's own __init__
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                parts = target.split(".")
+                if parts[:2] != ["brainmri", "report"] or len(parts) < 3:
+                    continue
+                if REPORT_LAYERS[parts[2]] > REPORT_LAYERS[own[2]] or (
+                        parts[2] != own[2] and REPORT_LAYERS[parts[2]] == REPORT_LAYERS[own[2]]):
+                    upward.append(f"{'.'.join(own)} imports {target}")
+    assert not upward, "report layers imported upward or sideways:\n" + "\n".join(upward)
+
+
 def test_no_import_cycle_anywhere_in_the_library():
     modules = _module_names()
     graph = {_module_name(path): _imports(path, modules) for path in LIB.rglob("*.py")}

@@ -12,7 +12,7 @@ from brainmri.data import sources as datasets
 from brainmri.data.pixels import PixelSpec, crop_to_head
 from brainmri.evaluation import benchmark, shortcuts
 from brainmri.modeling import recalibrate
-from brainmri.report.show import blocks, tables
+from brainmri.report.publish import blocks, tables
 from synthetic import make_dataset
 
 SCORING = {"target_sensitivity": 0.99, "n_bootstrap": 200, "seed": 0, "ece_bins": 15}

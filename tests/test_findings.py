@@ -14,7 +14,7 @@ from brainmri import CLASS_NAMES
 from brainmri.core import paths
 from brainmri.evaluation import metrics, predictions
 from brainmri.report.series.notebook import Params
-from brainmri.report.show import findings
+from brainmri.report.studies import findings
 from brainmri.report.studies.experiment import Result
 
 LEAD = "**What we found.**"
@@ -235,7 +235,7 @@ def test_transfer_chapter_says_what_it_measures_before_it_can_stop(chapter):
 def test_the_recipe_says_which_levers_it_took():
     from types import SimpleNamespace
 
-    from brainmri.report.show.findings import recipe_words
+    from brainmri.report.studies.findings import recipe_words
 
     plain = recipe_words(SimpleNamespace(variant=None))
     assert plain.startswith("plain") and "08c" in plain and not NUMBER.findall(plain)

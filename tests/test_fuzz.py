@@ -23,7 +23,7 @@ from PIL import Image
 from brainmri import cli
 from brainmri.data.images import ImageInfo, ImageReadError, ImageWarning, probe
 from brainmri.data.pixels import PixelSpec
-from brainmri.modeling import inference
+from brainmri.modeling import prefetch
 from synthetic import mri_like
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -204,7 +204,7 @@ def _check_case(workdir, case) -> None:
     spec = PixelSpec(32, color_mode, "area")
     with warnings.catch_warnings(record=True) as leaked:
         warnings.simplefilter("always")
-        item = inference.prepare(path, spec)  # its warnings go to the row
+        item = prefetch.prepare(path, spec)  # its warnings go to the row
     assert not [str(w.message) for w in leaked]
     with warnings.catch_warnings(record=True) as named:
         warnings.simplefilter("always")

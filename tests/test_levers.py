@@ -7,8 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from brainmri.report.show import lever_tables
-from brainmri.report.studies import experiment, levers, shipping
+from brainmri.report.studies import experiment, lever_tables, levers, shipping
 
 #: The numbers a phrase carries, in order; not the digits of a name such as ``08c``.
 NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
@@ -429,7 +428,7 @@ def test_training_time_is_predicted_from_the_levers_own_models(table):
 def test_a_lever_that_would_take_training_past_its_budget_is_left_out(table, tmp_path):
     """bigaug leads on held-out Sartaj but would take the recipe from 42 to 75 predicted
     minutes, over 60: it is left out and said so; gin (46 minutes) is taken."""
-    from brainmri.report.show import findings
+    from brainmri.report.studies import findings
 
     better = table.copy()
     better.loc[better["lever"] == "bigaug", "held-out accuracy"] += 0.15

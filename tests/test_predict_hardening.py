@@ -21,7 +21,7 @@ from PIL import Image
 from brainmri import CLASS_NAMES, cli
 from brainmri.core.runfolder import RunFolder
 from brainmri.data.images import ImageReadError, ImageWarning, probe, read_image
-from brainmri.modeling import inference, ood, saved
+from brainmri.modeling import inference, ood, prefetch, saved
 from synthetic import make_dataset, mri_like
 
 # ----------------------------------------------------------------------------- helpers
@@ -605,7 +605,7 @@ def test_a_very_tall_image_is_reduced_before_the_head_crop(tmp_path, model_file,
     Image.fromarray(tall).save(path)
     assert path.stat().st_size < 200_000
     seen = []
-    crop = inference.crop_to_head
+    crop = prefetch.crop_to_head
 
     def recording(pixels, *args, **kwargs):
         seen.append(pixels.shape)
@@ -614,8 +614,8 @@ def test_a_very_tall_image_is_reduced_before_the_head_crop(tmp_path, model_file,
         seen.append(out.shape)
         return out
 
-    monkeypatch.setattr(inference, "crop_to_head", recording)
-    item = inference.prepare(path, PixelSpec(32, "rgb", "area", "head"))
+    monkeypatch.setattr(prefetch, "crop_to_head", recording)
+    item = prefetch.prepare(path, PixelSpec(32, "rgb", "area", "head"))
     assert item.error == "" and item.pixels.shape == (32, 32, 3)
     assert seen[0][:2] == (max_side, 41)  # 400 * 2048 / 20000, rounded
     assert max(max(shape[:2]) for shape in seen) <= 1.1 * max_side
@@ -648,14 +648,14 @@ def test_rows_and_probabilities_do_not_depend_on_threads_or_graph_mode(tmp_path,
     model, meta = saved.load_for_prediction(trained_run[1])
     tables = [inference.predict_files(files, model, meta, 4, show_progress=False, workers=w)
               for w in (1, 3)]
-    with inference.start(files, meta, 2, processes=True) as prepared:  # as the CLI does
+    with prefetch.start(files, meta, 2, processes=True) as prepared:  # as the CLI does
         tables.append(inference.predict_files(files, model, meta, 4, show_progress=False,
                                               prepared=prepared))
     pd.testing.assert_frame_equal(tables[0], tables[1])
     pd.testing.assert_frame_equal(tables[0], tables[2])
     assert list(tables[0]["path"]) == [str(p) for p in files]
     good = tables[0][tables[0]["error"] == ""]
-    pixels = np.stack([inference.prepare(p, saved.pixel_spec(meta)).pixels
+    pixels = np.stack([prefetch.prepare(p, saved.pixel_spec(meta)).pixels
                        for p in map(Path, good["path"])])
     eager = np.asarray(logits_model(model)(np.asarray(normalize(pixels, meta["normalization"])),
                                            training=False), np.float64)
@@ -663,17 +663,17 @@ def test_rows_and_probabilities_do_not_depend_on_threads_or_graph_mode(tmp_path,
     assert np.array_equal(good[[f"p_{c}" for c in CLASS_NAMES]].to_numpy(), expected)
 
 
-def _dies_in_a_worker(index: int, source) -> inference.Prepared:
+def _dies_in_a_worker(index: int, source) -> prefetch.Prepared:
     """Kills the worker process that prepares input 7 (as the kernel's OOM killer would)."""
     import multiprocessing
 
     if index == 7 and multiprocessing.parent_process() is not None:
         os._exit(1)
-    return inference.Prepared(f"item{source}", index=index)
+    return prefetch.Prepared(f"item{source}", index=index)
 
 
 def test_prefetch_survives_a_dead_worker_process_and_keeps_the_order():
-    with inference.Prefetch(range(40), _dies_in_a_worker, workers=1, ahead=64,
+    with prefetch.Prefetch(range(40), _dies_in_a_worker, workers=1, ahead=64,
                             processes=True) as prepared:
         items = list(prepared)
     assert [item.index for item in items] == list(range(40))
@@ -1008,11 +1008,11 @@ def test_csv_in_a_folder_that_does_not_exist_is_refused(tmp_path, model_file, ca
 
 def test_workers_above_the_limit_are_refused(tmp_path, model_file, capsys):
     scan = _scan(tmp_path / "scan.png")
-    for workers in (1000, inference.MAX_WORKERS + 1, 0):
+    for workers in (1000, prefetch.MAX_WORKERS + 1, 0):
         code, printed, err = _predict(capsys, scan, "--model", model_file, "--workers", workers)
         line = _one_line_error(err)
         assert code == 2 and printed == "" and f"--workers {workers}: give a number from 1 to " \
-            f"{inference.MAX_WORKERS}" in line
+            f"{prefetch.MAX_WORKERS}" in line
 
 
 def test_full_size_images_decoded_at_once_stay_within_the_budget(tmp_path, monkeypatch):
@@ -1025,9 +1025,9 @@ def test_full_size_images_decoded_at_once_stay_within_the_budget(tmp_path, monke
     from brainmri.data.pixels import PixelSpec
 
     per_image = 49_000_000
-    monkeypatch.setattr(inference, "_budget", inference._Budget.for_threads(
-        2 * per_image * inference.BYTES_PER_PIXEL))
-    monkeypatch.setattr(inference, "header_pixels", lambda path: per_image)
+    monkeypatch.setattr(prefetch, "_budget", prefetch._Budget.for_threads(
+        2 * per_image * prefetch.BYTES_PER_PIXEL))
+    monkeypatch.setattr(prefetch, "header_pixels", lambda path: per_image)
     lock, now, peak = threading.Lock(), [0], [0]
 
     def decoding(path, color_mode):
@@ -1039,18 +1039,18 @@ def test_full_size_images_decoded_at_once_stay_within_the_budget(tmp_path, monke
             now[0] -= 1
         return Decoded(np.zeros((64, 64, 3), np.uint8))
 
-    monkeypatch.setattr(inference, "decode", decoding)
-    work = partial(inference._prepare_source, spec=PixelSpec(32, "rgb", "area", None),
+    monkeypatch.setattr(prefetch, "decode", decoding)
+    work = partial(prefetch._prepare_source, spec=PixelSpec(32, "rgb", "area", None),
                    statistics=False)
-    with inference.Prefetch([tmp_path / f"{i}.jpg" for i in range(12)], work,
+    with prefetch.Prefetch([tmp_path / f"{i}.jpg" for i in range(12)], work,
                             workers=16) as prepared:
         items = list(prepared)
     assert len(items) == 12 and all(item.error == "" for item in items)
     assert peak[0] == 2, peak
     # a single image larger than the whole budget still gets decoded, alone
-    monkeypatch.setattr(inference, "header_pixels", lambda path: 10 * per_image)
+    monkeypatch.setattr(prefetch, "header_pixels", lambda path: 10 * per_image)
     peak[0] = 0
-    with inference.Prefetch([tmp_path / f"{i}.jpg" for i in range(4)], work,
+    with prefetch.Prefetch([tmp_path / f"{i}.jpg" for i in range(4)], work,
                             workers=4) as prepared:
         assert len(list(prepared)) == 4
     assert peak[0] == 1

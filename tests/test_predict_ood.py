@@ -19,6 +19,21 @@ from brainmri import CLASS_NAMES, cli
 from brainmri.core import paths
 from brainmri.data import nonmri
 from brainmri.modeling import calibration, ood, saved
+from brainmri.modeling.collection_check import (
+    COLLECTION_DRAWS,
+    Collection,
+    batch_means,
+    collection_limit,
+    collection_rates,
+    firing_by_size,
+    mixed_distances,
+)
+from brainmri.modeling.embedding_distance import (
+    decode_array,
+    encode_array,
+    fit_embedding,
+    mahalanobis,
+)
 from synthetic import mri_like
 
 SHIPPED_SIDECAR = paths.project_root() / paths.SHIPPED_MODEL.with_suffix(".json")
@@ -225,9 +240,9 @@ def test_malformed_ood_checks_are_refused(tmp_path, trained_run, calibrated, cap
 
 def test_checks_fitted_to_another_model_are_refused(tmp_path, trained_run, calibrated,
                                                     capsys):
-    other = ood.encode_array(np.eye(3))
+    other = encode_array(np.eye(3))
     entry = _damaged(calibrated, lambda c: c["embedding"].update(
-        means=ood.encode_array(np.zeros((4, 3))), precision=other))
+        means=encode_array(np.zeros((4, 3))), precision=other))
     model = _model_with(tmp_path, trained_run, entry)
     scan = _save(tmp_path / "inbox", {"scan": _scans(1, seed=2)[0][0]}) / "scan.png"
     code, _, err = _predict(capsys, scan, "--model", model)
@@ -262,18 +277,18 @@ def test_mahalanobis_distance_and_the_stored_arrays():
     labels = np.repeat([0, 1, 2], 400)
     centres = np.array([[0, 0, 0, 0, 0], [8, 0, 0, 0, 0], [0, 8, 0, 0, 0]], float)
     e = centres[labels] + rng.normal(size=(1200, 5)) @ mixing
-    means, precision = ood.fit_embedding(e, labels)
+    means, precision = fit_embedding(e, labels)
     assert np.allclose(means, centres, atol=0.5)
-    d = ood.mahalanobis(np.vstack([centres, centres[:1] + 40 * mixing[0]]), means, precision)
+    d = mahalanobis(np.vstack([centres, centres[:1] + 40 * mixing[0]]), means, precision)
     assert d[:3].max() < 0.2 and d[3] > 20
-    assert np.median(ood.mahalanobis(e, means, precision)) == pytest.approx(
+    assert np.median(mahalanobis(e, means, precision)) == pytest.approx(
         math.sqrt(5 - 2 / 3), rel=0.15)  # chi distribution with 5 degrees of freedom
-    stored = ood.encode_array(precision)
-    assert np.array_equal(ood.decode_array(json.loads(json.dumps(stored))), precision)
+    stored = encode_array(precision)
+    assert np.array_equal(decode_array(json.loads(json.dumps(stored))), precision)
     for bad in ({**stored, "dtype": "<f8"}, {**stored, "shape": [5, 4]}, None,
                 {**stored, "base64": stored["base64"][:-8]}):
         with pytest.raises(ValueError):
-            ood.decode_array(bad)
+            decode_array(bad)
 
 
 def test_joint_limits_flag_at_most_the_rate_of_validation_images():
@@ -329,14 +344,14 @@ def test_collection_limit_lets_through_the_asked_share_of_clean_batches():
     # distances of home images: skewed, positive; halves large enough that the two
     # samples' means agree (with ~1,000 images they differ enough to move the rate)
     clean = rng.gamma(9.0, 1.0, 40_000)
-    limit = ood.collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)
-    assert limit == ood.collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)  # seeded
-    home = ood.batch_means(clean[20_000:], 20, 2000, seed=2)
+    limit = collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)
+    assert limit == collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)  # seeded
+    home = batch_means(clean[20_000:], 20, 2000, seed=2)
     assert 0.03 <= (home > limit).mean() <= 0.07
-    shifted = ood.batch_means(clean[20_000:] * 1.3, 20, 2000, seed=2)
+    shifted = batch_means(clean[20_000:] * 1.3, 20, 2000, seed=2)
     assert (shifted > limit).mean() >= 0.95
     with pytest.raises(ValueError, match="batch of 20"):
-        ood.batch_means(clean[:19], 20, 10, seed=0)
+        batch_means(clean[:19], 20, 10, seed=0)
 
 
 def test_larger_sets_alarm_less_at_home_and_fire_more_on_a_shift():
@@ -344,24 +359,24 @@ def test_larger_sets_alarm_less_at_home_and_fire_more_on_a_shift():
     varies less, so clean sets reach it less often and shifted ones more often."""
     rng = np.random.default_rng(0)
     clean = rng.gamma(9.0, 1.0, 40_000)
-    limit = ood.collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)
-    home = ood.firing_by_size(limit, clean[20_000:], seed=2)
+    limit = collection_limit(clean[:20_000], 20, 0.05, 2000, seed=1)
+    home = firing_by_size(limit, clean[20_000:], seed=2)
     assert list(home) == ["20", "50", "100"]
     assert home["20"]["share"] > home["50"]["share"] > home["100"]["share"]
-    assert home["20"]["n"] == ood.COLLECTION_DRAWS and home["100"]["share"] <= 0.01
-    shifted = ood.firing_by_size(limit, clean[20_000:] * 1.2, seed=2)
+    assert home["20"]["n"] == COLLECTION_DRAWS and home["100"]["share"] <= 0.01
+    shifted = firing_by_size(limit, clean[20_000:] * 1.2, seed=2)
     assert shifted["20"]["share"] < shifted["50"]["share"] < shifted["100"]["share"]
-    assert list(ood.firing_by_size(limit, clean[:60], seed=2)) == ["20", "50"]  # too few
+    assert list(firing_by_size(limit, clean[:60], seed=2)) == ["20", "50"]  # too few
 
 
 def test_mixed_sets_hold_as_many_home_as_external_images():
     rng = np.random.default_rng(0)
-    mixed = ood.mixed_distances(np.zeros(300), np.ones(40), rng)
+    mixed = mixed_distances(np.zeros(300), np.ones(40), rng)
     assert len(mixed) == 80 and mixed.sum() == 40
 
 
 def test_collection_verdict_and_its_message():
-    check = ood.Collection({"batch": 20, "max": 10.0, "false_alarm_rate": 0.05,
+    check = Collection({"batch": 20, "max": 10.0, "false_alarm_rate": 0.05,
                             "measured": {"external": {"dataset": "Br35H", "tumours": 756,
                                                       "tumours_found": 322,
                                                       "tumour_sensitivity": 0.4259}}})
@@ -374,7 +389,7 @@ def test_collection_verdict_and_its_message():
     assert "on Br35H" in line and "43 % of tumours (322/756)" in line
     for bad in ({"batch": 1, "max": 3.0}, {"batch": 20}, {"batch": 20, "max": "x"}, []):
         with pytest.raises(ValueError):
-            ood.Collection(bad)
+            Collection(bad)
 
 
 def test_predict_says_when_a_set_of_images_looks_like_a_new_collection(
@@ -423,11 +438,11 @@ def test_collection_rates_fire_on_a_shifted_collection_and_rarely_at_home():
     train = centres[labels] + rng.normal(size=(400, 8))
     home = centres[np.repeat(np.arange(4), 60)] + rng.normal(size=(240, 8))
     away = centres[np.repeat(np.arange(4), 30)] + rng.normal(size=(120, 8)) + 1.5
-    rates = ood.collection_rates(train, labels, home, away, seed=3)
-    assert rates["home"]["n"] == rates["external"]["n"] == ood.COLLECTION_DRAWS
-    assert rates["home"]["warned"] <= 0.1 * ood.COLLECTION_DRAWS  # about 5 % by design
-    assert rates["external"]["warned"] >= 0.95 * ood.COLLECTION_DRAWS
-    assert ood.collection_rates(train, labels, home[:30], away, seed=3) is None  # too few
+    rates = collection_rates(train, labels, home, away, seed=3)
+    assert rates["home"]["n"] == rates["external"]["n"] == COLLECTION_DRAWS
+    assert rates["home"]["warned"] <= 0.1 * COLLECTION_DRAWS  # about 5 % by design
+    assert rates["external"]["warned"] >= 0.95 * COLLECTION_DRAWS
+    assert collection_rates(train, labels, home[:30], away, seed=3) is None  # too few
 
 
 def test_the_benchmark_reads_a_models_collection_check(tmp_path):

@@ -117,7 +117,7 @@ def test_ctrl_c_says_once_on_stderr_that_the_same_command_resumes(project, capsy
 
 
 def test_ctrl_c_of_another_verb_still_says_start_again(monkeypatch, capsys):
-    from brainmri.report.show import export
+    from brainmri.report.publish import export
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -304,8 +304,8 @@ def test_a_run_on_a_broken_stdout_stops_with_one_line_and_resumes(project, capsy
 
 
 @pytest.mark.parametrize("verb,target,argv", [
-    ("html", "brainmri.report.show.export.export_run", ["--run", "x"]),
-    ("tables", "brainmri.report.show.blocks.update_all", ["--run", "x"]),
+    ("html", "brainmri.report.publish.export.export_run", ["--run", "x"]),
+    ("tables", "brainmri.report.publish.blocks.update_all", ["--run", "x"]),
     ("data", "brainmri.data.sources.locate", ["where", "--dataset", "sartaj"]),
     ("throughput", "brainmri.modeling.throughput.run", []),
 ])

@@ -94,7 +94,7 @@ def test_raw_data_is_byte_identical_after_the_run(quick_run):
 
 
 def test_book_builds_with_every_toc_page(built_book):
-    from brainmri.report.show.book import toc_notebooks
+    from brainmri.report.publish.book import toc_notebooks
 
     assert (built_book / "index.html").exists()
     for stem in toc_notebooks():

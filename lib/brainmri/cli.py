@@ -136,7 +136,7 @@ def _print_table(text: str) -> None:
 
 def _predict(args) -> int:
     from brainmri.core.files import atomic_write_csv, csv_text
-    from brainmri.modeling import inference, saved
+    from brainmri.modeling import inference, prefetch, saved
     from brainmri.modeling.saved import SavedModelError, load_for_prediction, prediction_metadata
 
     model_path = Path(args.model) if args.model else inference.default_model()
@@ -144,8 +144,8 @@ def _predict(args) -> int:
     if batch_size < 1:
         _err("--batch-size must be at least 1.")
         return EXIT_UNUSABLE
-    if args.workers is not None and not 1 <= args.workers <= inference.MAX_WORKERS:
-        _err(f"--workers {args.workers}: give a number from 1 to {inference.MAX_WORKERS} "
+    if args.workers is not None and not 1 <= args.workers <= prefetch.MAX_WORKERS:
+        _err(f"--workers {args.workers}: give a number from 1 to {prefetch.MAX_WORKERS} "
              f"(memory, not the thread count, bounds the images decoded at once).")
         return EXIT_UNUSABLE
     to_stdout = args.csv == "-"
@@ -162,8 +162,8 @@ def _predict(args) -> int:
             return EXIT_UNUSABLE
         # Decoding starts now, in the background, while TensorFlow and the model load
         # (in worker processes for many files: the import would starve threads).
-        many = len(files) >= inference.PROCESS_MIN_FILES
-        with inference.start(files, metadata, args.workers, processes=many) as prepared:
+        many = len(files) >= prefetch.PROCESS_MIN_FILES
+        with prefetch.start(files, metadata, args.workers, processes=many) as prepared:
             model, metadata = load_for_prediction(model_path)
             table = inference.predict_files(files, model, metadata, batch_size,
                                             show_progress=not args.quiet and len(files) > 1,
@@ -225,7 +225,7 @@ def _run(args) -> int:
 
 
 def _book(args) -> int:
-    from brainmri.report.show.book import build
+    from brainmri.report.publish.book import build
 
     build(args.run, Path(args.results_dir) if args.results_dir else None,
           strict=not args.no_strict)
@@ -233,7 +233,7 @@ def _book(args) -> int:
 
 
 def _html(args) -> int:
-    from brainmri.report.show.export import export_run
+    from brainmri.report.publish.export import export_run
 
     pages = export_run(args.run, Path(args.results_dir) if args.results_dir else None)
     print(f"{len(pages)} page(s) written to {pages[0].parent}")
@@ -278,7 +278,7 @@ def _throughput(args) -> int:
 
 def _tables(args) -> int:
     from brainmri.core import paths
-    from brainmri.report.show.blocks import update_all
+    from brainmri.report.publish.blocks import update_all
 
     for path in update_all(args.run):
         print(f"{path.relative_to(paths.project_root())} updated from results/{args.run}/")

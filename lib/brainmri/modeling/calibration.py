@@ -32,6 +32,23 @@ from brainmri.data.dataset import load
 from brainmri.data.duplicates import training_copies
 from brainmri.data.images import decode
 from brainmri.modeling import ood
+from brainmri.modeling.collection_check import (
+    COLLECTION_BATCH,
+    COLLECTION_DRAWS,
+    COLLECTION_FALSE_ALARM_RATE,
+    collection_limit,
+    firing,
+    firing_by_size,
+    mixed_distances,
+    share,
+    split_halves,
+)
+from brainmri.modeling.embedding_distance import (
+    EMBEDDING_SHRINKAGE,
+    encode_array,
+    fit_embedding,
+    mahalanobis,
+)
 from brainmri.modeling.inference import features, predict_files
 from brainmri.modeling.saved import load_for_prediction, update_sidecar
 
@@ -55,7 +72,7 @@ def calibrate(model, metadata: dict, fit_images: Iterable, fit_labels,
 
     fit = features(fit_images, model, metadata, batch_size, workers, embedding=True)
     labels = np.asarray(list(fit_labels))[fit.index]
-    means, precision = ood.fit_embedding(fit.embeddings, labels)
+    means, precision = fit_embedding(fit.embeddings, labels)
     val = features(val_images, model, metadata, batch_size, workers, embedding=True)
     if len(val.index) < 10:
         raise ValueError(f"only {len(val.index)} readable validation images; at least 10 "
@@ -64,7 +81,7 @@ def calibrate(model, metadata: dict, fit_images: Iterable, fit_labels,
     base = base or ood.sidecar_entry(val.logits, false_alarm_rate)
     scores = pd.DataFrame({name: val.stats[name] * (1 if side == "max" else -1)
                            for name, (side, _) in ood.IMAGE_CHECKS.items()})
-    scores["embedding"] = ood.mahalanobis(val.embeddings, means, precision)
+    scores["embedding"] = mahalanobis(val.embeddings, means, precision)
     scores["energy"] = ood.energy(val.logits, float(base.get("temperature", 1.0)))
     limits, n_flagged = ood.joint_limits(scores, false_alarm_rate)
     image = {name: {side: float(limits[name] * (1 if side == "max" else -1))}
@@ -74,9 +91,9 @@ def calibrate(model, metadata: dict, fit_images: Iterable, fit_labels,
               "val_flagged": n_flagged, "image": image,
               "energy": {"max": float(limits["energy"])},
               "embedding": {"layer": "input of 'logits'", "max": float(limits["embedding"]),
-                            "shrinkage": ood.EMBEDDING_SHRINKAGE, "n_fit": len(fit.index),
-                            "means": ood.encode_array(means),
-                            "precision": ood.encode_array(precision)},
+                            "shrinkage": EMBEDDING_SHRINKAGE, "n_fit": len(fit.index),
+                            "means": encode_array(means),
+                            "precision": encode_array(precision)},
               "unreadable": {"fit": len(fit.errors), "val": len(val.errors)}}
     return {**base, "checks": checks}
 
@@ -116,11 +133,11 @@ def calibrate_collection(model, metadata: dict, home_test: dict[str, Sequence],
     halves = {}
     for name, images in home_test.items():
         f = features(list(images), model, metadata, batch_size, workers, embedding=True)
-        halves[name] = ood.split_halves(checks.distances(f.embeddings), rng)
+        halves[name] = split_halves(checks.distances(f.embeddings), rng)
     own, (placing, _) = next(iter(halves.items()))
-    limit = ood.collection_limit(placing, ood.COLLECTION_BATCH, ood.COLLECTION_FALSE_ALARM_RATE,
-                             ood.COLLECTION_DRAWS, seed)
-    fired = ood.firing(limit, seed)
+    limit = collection_limit(placing, COLLECTION_BATCH, COLLECTION_FALSE_ALARM_RATE,
+                             COLLECTION_DRAWS, seed)
+    fired = firing(limit, seed)
 
     measured = {"limit_from": {"dataset": own, "images": int(len(placing))},
                 "home_test_batches": {own: {**fired(halves[own][1]),
@@ -140,15 +157,15 @@ def calibrate_collection(model, metadata: dict, home_test: dict[str, Sequence],
                                 "tumours": int(len(e.logits)), "tumours_found": found,
                                 "tumour_sensitivity": round(found / len(e.logits), 4)}
         sets[f"{external_name} tumours, no training copy"] = away
-        sets[f"half {own} test, half {external_name} tumours"] = ood.mixed_distances(
+        sets[f"half {own} test, half {external_name} tumours"] = mixed_distances(
             held_out, away, rng)
     if len(external_healthy):
         h = features(list(external_healthy), model, metadata, batch_size, workers,
                      embedding=True)
         sets[f"{external_name} no tumour, no training copy"] = checks.distances(h.embeddings)
-    measured["by_size"] = {name: {"images": int(len(d)), **ood.firing_by_size(limit, d, seed)}
+    measured["by_size"] = {name: {"images": int(len(d)), **firing_by_size(limit, d, seed)}
                            for name, d in sets.items()}
-    return {"batch": ood.COLLECTION_BATCH, "false_alarm_rate": ood.COLLECTION_FALSE_ALARM_RATE,
+    return {"batch": COLLECTION_BATCH, "false_alarm_rate": COLLECTION_FALSE_ALARM_RATE,
             "statistic": "mean Mahalanobis distance of the set's embeddings", "max": limit,
             "measured": measured}
 
@@ -162,7 +179,7 @@ def measure(model, metadata: dict, home_test: Sequence, non_mri: Sequence,
     table = predict_files(list(home_test), model, metadata, batch_size, show_progress=False,
                           workers=workers)
     read = table[table["error"] == ""]
-    out = {"home_test": {**ood.share(int((read["warning"] != "").sum()), len(read)),
+    out = {"home_test": {**share(int((read["warning"] != "").sum()), len(read)),
                          "unreadable": int(len(table) - len(read))}}
     with tempfile.TemporaryDirectory(prefix="brainmri-nonmri-") as tmp:
         paths = []
@@ -174,8 +191,8 @@ def measure(model, metadata: dict, home_test: Sequence, non_mri: Sequence,
     table["kind"] = [e.kind for e in non_mri]
     table["warned"] = table["warning"] != ""
     by_kind = table.groupby("kind", sort=False)["warned"].agg(["sum", "size"])
-    out["non_mri"] = {**ood.share(int(table["warned"].sum()), len(table)),
-                      "by_kind": {k: ood.share(int(r["sum"]), int(r["size"]))
+    out["non_mri"] = {**share(int(table["warned"].sum()), len(table)),
+                      "by_kind": {k: share(int(r["sum"]), int(r["size"]))
                                   for k, r in by_kind.iterrows()},
                       "missed": [Path(p).name[5:-4] for p, w in zip(table["path"],
                                                                     table["warned"]) if not w]}

@@ -23,7 +23,7 @@ from brainmri.core.errors import BrainMRIError
 from brainmri.data.pixels import normalize
 from brainmri.data.sources import locate
 from brainmri.evaluation import attributions
-from brainmri.modeling import inference, saved
+from brainmri.modeling import inference, prefetch, saved
 from brainmri.report.series.notebook import local_path
 from brainmri.report.show import explanation_figures, figures
 
@@ -92,7 +92,7 @@ def explain_file(path, model_path=None) -> Tryout:
     probabilities = pd.Series(row[PROB_COLUMNS].to_numpy(float), index=list(CLASS_NAMES),
                               name="probability")
     spec = saved.pixel_spec(meta)
-    pixels = inference.prepare(path, spec).pixels[None]  # what the model was given
+    pixels = prefetch.prepare(path, spec).pixels[None]  # what the model was given
     x = np.asarray(normalize(pixels, meta["normalization"]))
     target = np.array([CLASS_NAMES.index(row["prediction"])])
     heat = attributions.explain({"GradCAM": gradcam}, x, target)["GradCAM"][0]

@@ -1,2 +1,3 @@
-"""How results are shown: figures, each chapter's findings, the README and model-card
-tables, the book build, one chapter as HTML. A new figure or finding goes here."""
+"""How results are shown: the figures, the book's tables (frames) and the values a
+chapter glues for its prose (glued). The bottom of the report: it imports no other
+part of it."""

@@ -58,7 +58,7 @@ def paired(table: pd.DataFrame, run, dataset: str) -> pd.DataFrame:
     test accuracies (run's seed), McNemar's paired test on the same test images, the
     seed range of the repeated setting, and the verdict (``findings.claim_verdict``)."""
     from brainmri.core.runfolder import model_tag
-    from brainmri.report.show import findings
+    from brainmri.report.studies import findings
 
     grid = first_seed(table)
     epochs = sorted({int(e) for e in grid["epochs"]})

@@ -40,7 +40,16 @@ from brainmri.data import dataset, recipes
 from brainmri.data.inputs import ModelInputs
 from brainmri.data.recipes import OTHER_DATASET, inputs_for
 from brainmri.evaluation import metrics, predictions, published
-from brainmri.modeling import builders, calibration, devices, ood, recalibrate, saved, training
+from brainmri.modeling import (
+    builders,
+    calibration,
+    devices,
+    ood,
+    recalibrate,
+    saved,
+    training,
+)
+from brainmri.modeling.collection_check import collection_rates
 from brainmri.report.series.notebook import Params
 from brainmri.report.show import figures, frames
 
@@ -409,7 +418,7 @@ def _collection_check(p: Params, inputs: ModelInputs, model, folder: Path) -> No
     def embeddings(source: ModelInputs, split: str):
         return embed.predict(source.eval(split, with_labels=False), verbose=0)
 
-    rates = ood.collection_rates(embeddings(inputs, "train"), inputs.arrays["train"][1],
+    rates = collection_rates(embeddings(inputs, "train"), inputs.arrays["train"][1],
                                  embeddings(inputs, "test"), embeddings(external, "test"),
                                  p.seed)
     if rates is not None:

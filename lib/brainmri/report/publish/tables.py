@@ -1,6 +1,6 @@
 """Markdown for the two files no notebook renders (README.md and the model card): the
 run's metrics as tables, the cell formats they share, and the run's files read once
-(``RunFiles``). ``show.blocks`` writes the generated blocks with them.
+(``RunFiles``). ``publish.blocks`` writes the generated blocks with them.
 """
 
 from __future__ import annotations

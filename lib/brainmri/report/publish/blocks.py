@@ -30,7 +30,7 @@ from brainmri.core.runfolder import RunFolder
 from brainmri.data.sources import DISPLAY as DATASETS
 from brainmri.evaluation import benchmark
 from brainmri.evaluation.published import DISPLAY as MODELS
-from brainmri.report.show.tables import (
+from brainmri.report.publish.tables import (
     CARD,
     SHIPPED,
     SHIPPED_MODEL,
