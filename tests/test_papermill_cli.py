@@ -38,6 +38,9 @@ def test_help_notebook_lists_every_parameter_with_its_base_yaml_default():
             default = ast.literal_eval(listed[name]["default"])
             assert default == value and type(default) is type(value), (path.name, name)
             assert listed[name]["help"], (path.name, name)
+            # the type papermill shows is the rule's (base.yaml's `rules`)
+            assert listed[name]["inferred_type_name"] == cells.type_name(base.rule(name)), \
+                (path.name, name)
         assert listed["run_dir"]["default"] == "None"
 
 
@@ -52,7 +55,8 @@ def test_help_notebook_command_line():
     done = subprocess.run([PAPERMILL, "--help-notebook", str(paths.notebooks_dir()
                                                              / "05_relu_cnn.ipynb")],
                           capture_output=True, text=True, timeout=120, check=True)
-    assert "epochs: Unknown type (default 6)" in done.stdout
+    assert "epochs: int (default 6)" in done.stdout
+    assert "Unknown type" not in done.stdout
     assert "early stopping on validation loss" in done.stdout
     assert "params:" not in done.stdout
 

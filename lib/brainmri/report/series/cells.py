@@ -1,13 +1,14 @@
 """Each notebook's ``parameters`` cell, generated from ``params/base.yaml``.
 
 A chapter's parameters cell declares every parameter the chapter takes as a top-level
-variable with base.yaml's default and a one-line help comment, the papermill convention::
+variable with base.yaml's default, its type and a one-line help comment, the papermill
+convention::
 
-    subset = None  # at most this many images per class and split (null: all)
-    variance_image_size = 256  # int in [8, 2048]
-    run_dir = None  # the run folder (results/<run>); None: results/interactive
+    subset = None  # type: int|None at most this many images per class and split (null: all)
+    variance_image_size = 256  # type: int int in [8, 2048]
+    run_dir = None  # type: str|None the run folder, results/<run> of brainmri run; ...
 
-so ``papermill --help-notebook`` lists each with its default and help, and ``papermill
+so ``papermill --help-notebook`` lists each with its type, default and help, and ``papermill
 nb.ipynb out.ipynb -p subset 5`` sets it (``notebook.setup`` then checks every value as
 ``brainmri run --set`` does).
 
@@ -41,7 +42,8 @@ from brainmri.report.series import profiles
 #: The cell's first lines (papermill skips comments; the runner and readers see them).
 HEADER = ("# Generated from params/base.yaml (make params-cells): change defaults\n"
           "# there. papermill: -p NAME VALUE sets one; --help-notebook lists them.\n"
-          "# One line a parameter, its help at the end, as papermill reads it:\n"
+          "# One line a parameter, its type and help in the comment, as papermill\n"
+          "# reads them:\n"
           "# fmt: off")
 #: The notebooks' line length (notebooks/ruff.toml): longer values go one item a line.
 WIDTH = 76
@@ -131,18 +133,38 @@ def literal(value: Any) -> str:
     raise BrainMRIError(f"no Python literal for {value!r}")
 
 
-def _assignment(name: str, value: Any, help_text: str) -> str:
-    """``name = value  # help`` on one line, or a long list or mapping one item a line
-    with the help after its closing bracket (papermill takes the help from the last line
-    of a definition)."""
+#: A rule's type as papermill's ``--help-notebook`` shows it (its ``# type:`` comment).
+PYTHON_TYPES = {"bool": "bool", "int": "int", "float": "float", "str": "str", "name": "str",
+                "path": "str", "keras_file": "str", "chapter": "str", "layer": "int|str",
+                "params": "dict", "variants": "list[dict]"}
+
+
+def type_name(rule: profiles.Rule) -> str:
+    """``int``, ``list[str]``, ``str|None``: a type comment without spaces (papermill reads
+    the comment's type up to the first space); "" when the rule names none."""
+    kind = rule.type
+    if kind.startswith("list[") and kind.endswith("]"):
+        inner = PYTHON_TYPES.get(kind[5:-1], "")
+        shown = f"list[{inner}]" if inner else "list"
+    else:
+        shown = PYTHON_TYPES.get(kind, "")
+    return f"{shown}|None" if shown and rule.nullable else shown
+
+
+def _assignment(name: str, value: Any, help_text: str, kind: str = "") -> str:
+    """``name = value  # type: T help`` on one line, or a long list or mapping one item a
+    line with the comment after its closing bracket (papermill takes the type and the
+    help from the last line of a definition). A type comment, not an annotation: the cell
+    runs as written, and an annotation would be evaluated."""
+    comment = f"# type: {kind} {help_text}" if kind else f"# {help_text}"
     text = literal(value)
     if len(f"{name} = {text}") <= WIDTH or not isinstance(value, (list, dict)) or not value:
-        return f"{name} = {text}  # {help_text}"
+        return f"{name} = {text}  {comment}"
     items = ([f"{literal(k)}: {literal(v)}" for k, v in value.items()]
              if isinstance(value, dict) else [literal(v) for v in value])
     opening, closing = "{}" if isinstance(value, dict) else "[]"
     return "\n".join([f"{name} = {opening}", *(f"    {item}," for item in items),
-                      f"{closing}  # {help_text}"])
+                      f"{closing}  {comment}"])
 
 
 def cell_source(chapter: str, profile: profiles.Profile | None = None) -> str:
@@ -157,8 +179,9 @@ def cell_source(chapter: str, profile: profiles.Profile | None = None) -> str:
     for title, names in sections:
         if names:
             lines += ["", f"# {title}"]
-            lines += [_assignment(n, declared[n], info[n]) for n in names]
-    lines += ["", f"run_dir = None  # {RUN_DIR_HELP}"]
+            lines += [_assignment(n, declared[n], info[n], type_name(profile.rule(n)))
+                      for n in names]
+    lines += ["", f"run_dir = None  # type: str|None {RUN_DIR_HELP}"]
     return "\n".join(lines)
 
 

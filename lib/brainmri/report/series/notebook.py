@@ -5,9 +5,9 @@ A chapter's ``parameters`` cell declares every parameter of the chapter as a var
 with ``params/base.yaml``'s default and a one-line help (papermill's convention; the cell
 is generated from base.yaml, see ``cells``), and ``run_dir``, the run folder::
 
-    subset = None  # at most this many images per class and split (null: all)
+    subset = None  # type: int|None at most this many images per class and split (null: all)
     ...
-    run_dir = None  # the run folder, results/<run> of brainmri run; None: results/interactive
+    run_dir = None  # type: str|None the run folder, results/<run> of brainmri run; ...
 
 papermill (``-p subset 5``, or ``brainmri run``, which injects the same way) adds a cell
 after it that assigns the given values. The next cell reads them back as the ``params``
