@@ -37,27 +37,31 @@ def _module_name(path: Path) -> str:
     return ".".join(p for p in rel.parts if p != "__init__")
 
 
+def _import_targets(path: Path):
+    """Every name a module imports, lazy imports included: ``a.b`` for ``import a.b``,
+    ``a.b`` and ``a.b.c`` for ``from a.b import c``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
 def test_imports_point_from_later_stages_to_earlier_ones():
     upward = []
     for path in sorted(LIB.rglob("*.py")):
         own = _module_name(path)
         own_stage = _stage(own)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
+        for target in _import_targets(path):
+            if target.split(".")[0] != "brainmri" or own_stage is None:
                 continue
-            for target in targets:
-                if target.split(".")[0] != "brainmri" or own_stage is None:
-                    continue
-                try:
-                    stage = _stage(target)
-                except KeyError:
-                    continue  # "from brainmri.x import name": the module itself is checked
-                if stage is not None and stage > own_stage:
-                    upward.append(f"{own} imports {target}")
+            try:
+                stage = _stage(target)
+            except KeyError:
+                continue  # "from brainmri.x import name": the module itself is checked
+            if stage is not None and stage > own_stage:
+                upward.append(f"{own} imports {target}")
     assert not upward, "\n".join(upward)
 
 
@@ -130,20 +134,13 @@ def test_the_report_layers_import_downward_only():
         own = _module_name(path).split(".")
         if len(own) < 3:
             continue  # the package's own __init__
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
+        for target in _import_targets(path):
+            parts = target.split(".")
+            if parts[:2] != ["brainmri", "report"] or len(parts) < 3:
                 continue
-            for target in targets:
-                parts = target.split(".")
-                if parts[:2] != ["brainmri", "report"] or len(parts) < 3:
-                    continue
-                if REPORT_LAYERS[parts[2]] > REPORT_LAYERS[own[2]] or (
-                        parts[2] != own[2] and REPORT_LAYERS[parts[2]] == REPORT_LAYERS[own[2]]):
-                    upward.append(f"{'.'.join(own)} imports {target}")
+            if REPORT_LAYERS[parts[2]] > REPORT_LAYERS[own[2]] or (
+                    parts[2] != own[2] and REPORT_LAYERS[parts[2]] == REPORT_LAYERS[own[2]]):
+                upward.append(f"{'.'.join(own)} imports {target}")
     assert not upward, "report layers imported upward or sideways:\n" + "\n".join(upward)
 
 

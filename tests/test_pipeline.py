@@ -53,18 +53,27 @@ BASE = {
 }
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project of two tiny notebooks, a base.yaml and a `test` profile writer."""
+def make_project(tmp_path, monkeypatch, first: str = "pass", second: str = "pass"):
+    """Two tiny chapters (bodies ``first`` and ``second``), BASE as base.yaml and an empty
+    `test` profile under ``tmp_path``, made the project's: (notebooks, params) folders.
+    Other test files build their two-step project with it too."""
     nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
     nbdir.mkdir()
     pdir.mkdir()
     monkeypatch.setattr(paths, "notebooks_dir", lambda: nbdir)
     monkeypatch.setenv("BRAIN_MRI_PARAMS", str(pdir))  # the notebooks' kernels read it too
     monkeypatch.setattr(runner, "_check_data", lambda resolved: {})
-    _notebook(nbdir / "01_first.ipynb", WRITE_FIRST)
-    _notebook(nbdir / "02_second.ipynb", SECOND)
+    _notebook(nbdir / "01_first.ipynb", first)
+    _notebook(nbdir / "02_second.ipynb", second)
     (pdir / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (pdir / "test.yaml").write_text(yaml.safe_dump({"description": "t"}))
+    return nbdir, pdir
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project of two tiny notebooks, a base.yaml and a `test` profile writer."""
+    _, pdir = make_project(tmp_path, monkeypatch, WRITE_FIRST, SECOND)
 
     def write_profile(**sections):
         (pdir / "test.yaml").write_text(yaml.safe_dump({"description": "t", **sections}))

@@ -345,22 +345,11 @@ def test_ctrl_c_exits_130_with_one_line_and_no_output(tmp_path, model_file, caps
 
 
 def test_interrupted_series_step_is_marked_interrupted(tmp_path, monkeypatch, capsys):
-    import yaml
 
-    from brainmri.core import paths
     from brainmri.report.series import runner
-    from test_pipeline import BASE, _notebook
+    from test_pipeline import make_project
 
-    nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
-    nbdir.mkdir()
-    pdir.mkdir()
-    for name in ("01_first", "02_second"):
-        _notebook(nbdir / f"{name}.ipynb", "pass")
-    (pdir / "base.yaml").write_text(yaml.safe_dump(BASE))
-    (pdir / "test.yaml").write_text(yaml.safe_dump({"description": "t"}))
-    monkeypatch.setattr(paths, "notebooks_dir", lambda: nbdir)
-    monkeypatch.setenv("BRAIN_MRI_PARAMS", str(pdir))
-    monkeypatch.setattr(runner, "_check_data", lambda resolved: {})
+    nbdir, _ = make_project(tmp_path, monkeypatch)
 
     def execute(step, *args):
         if step.name.startswith("02"):

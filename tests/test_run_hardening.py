@@ -18,7 +18,7 @@ from brainmri import cli
 from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError, ProfileError
 from brainmri.report.series import profiles, runner
-from test_pipeline import BASE, _notebook
+from test_pipeline import make_project
 
 VERBS = ("run", "book", "html", "predict", "data", "throughput", "tables")
 
@@ -27,16 +27,7 @@ VERBS = ("run", "book", "html", "predict", "data", "throughput", "tables")
 def project(tmp_path, monkeypatch):
     """test_pipeline's two-step project, with a `test` profile and no notebook executed:
     ``calls`` records the steps that would have run."""
-    nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
-    nbdir.mkdir()
-    pdir.mkdir()
-    for name in ("01_first", "02_second"):
-        _notebook(nbdir / f"{name}.ipynb", "pass")
-    (pdir / "base.yaml").write_text(yaml.safe_dump(BASE))
-    (pdir / "test.yaml").write_text(yaml.safe_dump({"description": "t"}))
-    monkeypatch.setattr(paths, "notebooks_dir", lambda: nbdir)
-    monkeypatch.setenv("BRAIN_MRI_PARAMS", str(pdir))
-    monkeypatch.setattr(runner, "_check_data", lambda resolved: {})
+    make_project(tmp_path, monkeypatch)
     monkeypatch.setattr(runner, "finish_notebook", lambda *args, **kwargs: None)
     calls = []
 
