@@ -92,23 +92,19 @@ def test_sigmoid_verdict_is_one_phrase_consistent_with_the_numbers():
     assert verdict(["pituitary"], "within") == at_accuracy
     assert verdict(["glioma"], "beyond") == in_kind
     assert verdict(["glioma", "pituitary"], "beyond") == not_collapsed
-    assert at_accuracy.startswith("reproduced") and in_kind.startswith("reproduced")
-    assert not_collapsed.startswith("not ")
+    assert {at_accuracy, in_kind, not_collapsed} == set(findings.SIGMOID_VERDICTS.values())
+    assert not_collapsed == findings.SIGMOID_VERDICTS["no collapse"]
 
 
 def test_label_noise_verdict_checks_only_tumour_or_not():
-    """Copies all filed as tumours: not label noise, whatever their number (and the type
-    stays unchecked); some filed as no tumour: partly, with the count of them out of all
-    copies; no copy: nothing to check."""
-    verdict = findings.label_noise_verdict
-    agree = verdict(pd.Series(["tumour", "tumour"]))
-    assert verdict(pd.Series(["tumour"])) == agree and not NUMBER.findall(agree)
-    assert agree.startswith("not ") and "type" in agree
-    partly = verdict(pd.Series(["tumour", "no_tumor"]))
-    assert partly.startswith("partly") and NUMBER.findall(partly) == ["1", "2"]
-    assert NUMBER.findall(verdict(pd.Series(["no_tumor", "tumour", "no_tumor"]))) == ["2", "3"]
-    unchecked = verdict(pd.Series([], dtype=str))
-    assert unchecked not in (agree, partly) and not NUMBER.findall(unchecked)
+    """Copies all filed as tumours: not label noise, whatever their number; any filed as
+    no tumour: partly; no copy: nothing to check."""
+    verdict, words = findings.label_noise_verdict, findings.LABEL_NOISE_VERDICTS
+    assert verdict(pd.Series(["tumour", "tumour"])) == words["confirmed"]
+    assert verdict(pd.Series(["tumour"])) == words["confirmed"]
+    assert verdict(pd.Series(["tumour", "no_tumor"])) == words["contradicted"]
+    assert verdict(pd.Series(["no_tumor", "tumour", "no_tumor"])) == words["contradicted"]
+    assert verdict(pd.Series([], dtype=str)) == words["unchecked"]
 
 
 def test_claim_verdict_needs_the_paired_test_and_the_seed_spread():
@@ -154,39 +150,36 @@ def test_lever_effects_are_judged_against_the_seed_spread():
     assert within.loc["crop", "reading"].startswith("within")
 
 
-def test_threshold_and_other_dataset_readings():
-    """The threshold misses or finds the difference in missed tumours (as many: no
-    number); the other home test set is external to no recipe: three readings, by whether
-    the recipe trained on that dataset and whether one was scored."""
-    more, fewer, same = (findings.threshold_effect(6, m) for m in (13, 2, 6))
-    assert more.startswith("misses") and NUMBER.findall(more) == ["7"]
-    assert fewer.startswith("finds") and NUMBER.findall(fewer) == ["4"]
-    assert same.startswith("misses") and not NUMBER.findall(same)
+def test_other_dataset_readings():
+    """The other home test set is external to no recipe: three readings, by whether the
+    recipe trained on that dataset and whether one was scored."""
     reading = findings.other_dataset_reading
     trained_on, shares, none = (reading("sartaj", "sartaj"), reading(None, "sartaj"),
                                 reading("sartaj", None))
     assert len({trained_on, shares, none}) == 3
     assert reading("figshare", "figshare") == trained_on
     assert reading("figshare", "sartaj") == shares
-    assert all("external" in r and "not" in r for r in (trained_on, shares))
+    assert {trained_on, shares, none} == set(findings.OTHER_SET.values())
+    assert none == findings.OTHER_SET["none"]
 
 
 def test_dedup_reading_says_what_a_set_without_no_tumour_images_measures():
-    """No no-tumour image: no specificity (and no count); fewer than FEW_CASES: the count
-    and that limit; more: the count alone."""
+    """No no-tumour image: no specificity; fewer than FEW_CASES: read with care; more:
+    enough."""
     from brainmri.report.show import glued
 
-    none = findings.dedup_reading(0)
-    assert "no specificity" in none and not NUMBER.findall(none)
-    assert NUMBER.findall(findings.dedup_reading(19)) == ["19", str(glued.FEW_CASES), "19"]
-    assert NUMBER.findall(findings.dedup_reading(1200)) == ["1,200", "1,200"]
+    words = findings.DEDUP_SPECIFICITY
+    assert findings.dedup_reading(0) == words["none"]
+    assert findings.dedup_reading(glued.FEW_CASES - 1) == words["few"]
+    assert findings.dedup_reading(glued.FEW_CASES) == words["enough"]
+    assert findings.dedup_reading(1200) == words["enough"]
 
 
 def test_variance_reproduced_within_five_per_cent():
+    assert findings.REPRODUCED == 0.05
     yes, no = findings.reproduced(0.03), findings.reproduced(-0.26)
-    assert yes.startswith("reproduces") and NUMBER.findall(yes) == ["5"]  # within 5 %
     assert findings.reproduced(-0.05) == yes and findings.reproduced(0.051) == no
-    assert no != yes and not NUMBER.findall(no)
+    assert (yes, no) == ("reproduces", "does not reproduce")
 
 
 # --- 11 -----------------------------------------------------------------------------
@@ -235,20 +228,19 @@ def test_transfer_chapter_says_what_it_measures_before_it_can_stop(chapter):
 def test_the_recipe_says_which_levers_it_took():
     from types import SimpleNamespace
 
-    from brainmri.report.studies.findings import recipe_words
+    from brainmri.report.studies.findings import recipe_parts
 
-    plain = recipe_words(SimpleNamespace(variant=None))
-    assert plain.startswith("plain") and "08c" in plain and not NUMBER.findall(plain)
-    took = recipe_words(SimpleNamespace(variant="crop-union-bn-gin",
+    plain = recipe_parts(SimpleNamespace(variant=None, training_minutes=60))
+    assert plain == {"recipe_name": "plain", "levers_taken": "none",
+                     "levers_too_slow": "none", "training_minutes": "60"}
+    took = recipe_parts(SimpleNamespace(variant="crop-union-bn-gin", training_minutes=60,
                                         levers_from="08c_shortcut_ablation",
-                                        levers_taken=["gin"]))
-    assert took.startswith("crop-union-bn-gin ") and "with gin" in took and "08c" in took
-    none = recipe_words(SimpleNamespace(variant="crop-union-bn",
-                                        levers_from="08c_shortcut_ablation"))
-    assert none.startswith("crop-union-bn ") and "none" in none and "gin" not in none
-    slow = recipe_words(SimpleNamespace(variant="crop-union-bn",
+                                        levers_taken=["gin", "bigaug"]))
+    assert took["recipe_name"] == "crop-union-bn-gin"
+    assert took["levers_taken"] == "gin and bigaug" and took["levers_too_slow"] == "none"
+    slow = recipe_parts(SimpleNamespace(variant="crop-union-bn",
                                         levers_from="08c_shortcut_ablation", levers_taken=[],
                                         levers_too_slow={"wide": 95}, training_minutes=60))
-    # the lever left out, its predicted minutes, then the minutes allowed
-    assert slow.startswith("crop-union-bn ") and "wide" in slow and "with wide" not in slow
-    assert NUMBER.findall(slow) == ["95", "60"] and slow.index("wide") < slow.index("95")
+    # the lever left out, with its predicted minutes; the minutes allowed apart
+    assert slow["levers_taken"] == "none" and NUMBER.findall(slow["levers_too_slow"]) == ["95"]
+    assert slow["levers_too_slow"].startswith("wide") and slow["training_minutes"] == "60"

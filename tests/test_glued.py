@@ -29,6 +29,6 @@ def test_counts_with_a_thousands_separator_are_pasted_as_written():
     the tuple ``(2, 539)``."""
     from myst_nb.core.variables import format_plain_text
 
-    for value in ("2,539", "654 / 1,311", "73.4 %", "4", "0.95", "n/a"):
+    for value in ("2,539", "654 / 1,311", "73.4 %", "4", "0.95", "n/a", "0.70", "0.030", "1e-4"):
         assert format_plain_text(repr(glued.Text(value)), "s").strip(glued.WORD_JOINER) == value
     assert repr(glued.Text("73.4 %")) == "73.4 %"

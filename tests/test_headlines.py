@@ -95,8 +95,10 @@ def test_seed_words_put_the_shipped_kind_first():
                            "min": [0.30, 0.33], "max": [0.40, 0.41],
                            "sd over seeds": [0.04, 0.031], "bootstrap CI width": [0.07, 0.07]})
     words = headlines.seed_words(spread)
-    assert words["seeds_08c"].startswith("33.0 % to 41.0 % over 3 seeds (SD 3.1 points)")
-    assert words["seeds_05b"] == "n/a"
+    assert (words["seeds_08c_low"], words["seeds_08c_high"]) == ("33.0 %", "41.0 %")
+    assert (words["seeds_08c_n"], words["seeds_08c_sd"], words["seeds_08c_ci"]) == (
+        "3", "3.1", "7.0")
+    assert words["seeds_05b_low"] == words["seeds_05b_n"] == "n/a"
 
 
 def test_explanation_words_count_maps_denser_on_the_outline():
@@ -154,7 +156,7 @@ def test_seed_spreads_read_the_levers_without_their_ensembles(tmp_path):
     assert list(spread["seeds"]) == [3, 3]
     assert spread.loc["gin", "max"] == pytest.approx(0.65)  # not the ensemble's 0.99
     assert set(spread["chapter"]) == {"08c levers, Br35H sensitivity"}
-    assert headlines.seed_words(spread.reset_index())["seeds_08c"] == "n/a"
+    assert headlines.seed_words(spread.reset_index())["seeds_08c_low"] == "n/a"
 
 
 def test_the_br35h_table_shows_the_collection_check_where_measured():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from brainmri import CLASS_NAMES
-from brainmri.evaluation import metrics
+from brainmri.evaluation import metrics, published
 
 G, M, N, P = (CLASS_NAMES.index(c) for c in ("glioma", "meningioma", "no_tumor", "pituitary"))
 
@@ -50,6 +50,30 @@ def test_global_metrics_by_hand(case):
     assert g["f1_report"] != pytest.approx(g["f1_w"])
     assert g["fp"] == g["fn"] == 3
     assert g["loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(10), y])))
+
+
+def test_report_f1_arithmetic_by_hand():
+    classes = ("glioma", "meningioma", "no_tumor", "pituitary")
+    figures = {"precision_w": 0.6, "recall_w": 0.4,
+               "precision": dict(zip(classes, (1.0, 0.5, 0.0, 1.0))),
+               "recall": dict(zip(classes, (0.5, 0.5, 0.0, 1.0))),
+               "f1": dict(zip(classes, (0.1, 0.2, 0.3, 0.4)))}
+    out = metrics.report_f1_arithmetic(figures, dict(zip(classes, (1, 2, 3, 4))))
+    assert out["harmonic"] == pytest.approx(2 * 0.6 * 0.4 / 1.0)  # 0.48
+    assert out["f1_weighted"] == pytest.approx((0.1 + 0.4 + 0.9 + 1.6) / 10)  # 0.3
+    # 2PR/(P+R) per class; a class with P = R = 0 scores 0
+    assert list(out["f1_from_pr"].values()) == pytest.approx([2 / 3, 0.5, 0.0, 1.0])
+    assert out["f1_weighted_from_pr"] == pytest.approx((2 / 3 + 2 * 0.5 + 4 * 1.0) / 10)
+
+
+def test_report_000_global_f1_is_the_weighted_f1_not_its_formula():
+    """The metrics page's claim, on the published figures of the ReLU CNN."""
+    relu = published.REPORT_000["relu_cnn"]
+    out = metrics.report_f1_arithmetic(relu, published.REPORT_000_TEST_SUPPORT)
+    assert round(out["harmonic"], 2) == 0.69 != relu["f1_report"]
+    # the weighted F1 gives the published 0.62 or 0.63, within the rounding of the rows
+    assert round(out["f1_weighted"], 2) == relu["f1_summary"]
+    assert round(out["f1_weighted_from_pr"], 2) == relu["f1_report"]
 
 
 def test_confusion_normalised_rows_sum_to_one(case):

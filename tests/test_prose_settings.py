@@ -1,10 +1,15 @@
-"""The values chapters 01b and 09 glue for the datasets page and the appendix."""
+"""The values chapters 01b and 09 glue for the datasets page, the appendix and the models
+page."""
+
+import re
 
 import pandas as pd
 import yaml
 
+from brainmri.core import paths
 from brainmri.core.runfolder import RunFolder
 from brainmri.data.duplicates import Audit, Overlap
+from brainmri.report.series.profiles import load_profile
 from brainmri.report.studies import leakage, summary
 
 
@@ -49,6 +54,50 @@ def test_reduced_settings_come_from_the_runs_parameters(tmp_path):
         "ablation_epochs": "40",  # not in the settings: the base chapter's
         "shipped_image_size": "112", "shipped_epochs": "30"}
     assert summary.reduced_settings(run, test, None)["shipped_epochs"] == "n/a"
+
+
+def test_model_settings_come_from_the_runs_parameters(tmp_path):
+    run = RunFolder(tmp_path / "run").create()
+    run.params.write_text(yaml.safe_dump({"steps": {
+        "04_inceptionv3": {"image_size": 75, "head_epochs": 1, "finetune_epochs": 0,
+                           "finetune_learning_rate": 1.0e-4, "unfreeze_from": 200},
+        "05_relu_cnn": {"image_size": 32, "epochs": 1, "learning_rate": 2.0e-3,
+                        "batch_size": 16, "patience": 5},
+        "08b_compact_cnn": {"widths": [8, 16, 16, 32], "patience": 10}}}))
+    words = summary.model_settings(run)
+    assert {k: words[f"settings_{k}"] for k in (
+        "inception_image_size", "inception_head_epochs", "inception_finetune_epochs",
+        "inception_finetune_learning_rate", "inception_unfreeze_from")} == {
+        "inception_image_size": "75", "inception_head_epochs": "1",
+        "inception_finetune_epochs": "0", "inception_finetune_learning_rate": "0.0001",
+        "inception_unfreeze_from": "200"}
+    assert (words["settings_relu_learning_rate"], words["settings_relu_batch_size"]) == (
+        "0.002", "16")
+    assert words["settings_compact_widths"] == "8, 16, 16, 32"
+    assert words["settings_convnext_image_size"] == "n/a"  # a step the run did not have
+    assert all(v == "n/a" for v in summary.model_settings(
+        RunFolder(tmp_path / "empty").create()).values())
+
+
+def test_the_models_page_pastes_only_settings_the_benchmark_glues(tmp_path):
+    """Every ``settings_*`` key book/models.md pastes is one ``model_settings`` returns,
+    and a value for it, for a run of params/base.yaml and of the quick profile."""
+    text = (paths.project_root() / "book" / "models.md").read_text()
+    pasted = set(re.findall(r"09_benchmark\.ipynb::(settings_\w+):s", text))
+    assert pasted
+    for name in ("base", "quick"):
+        profile = load_profile(name)
+        run = RunFolder(tmp_path / name).create()
+        run.params.write_text(yaml.safe_dump({"steps": {
+            step.name: profile.resolve(step) for step in profile.steps}}))
+        words = summary.model_settings(run)
+        assert pasted <= set(words), sorted(pasted - set(words))
+        assert all(words[k] != "n/a" for k in words), name
+        if name == "base":
+            assert words["settings_inception_image_size"] == "299"
+            assert words["settings_convnext_finetune_epochs"] == "45"
+        else:
+            assert words["settings_relu_epochs"] == "1"  # a reduced run states its own
 
 
 def test_class_recall_gives_counts_so_each_rate_is_shown_with_its_count():

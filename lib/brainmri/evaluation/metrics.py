@@ -1,7 +1,8 @@
 """Classification metrics on top of scikit-learn, plus the report's own aggregates.
 
 Everything takes integer labels (indices into CLASS_NAMES) and an (N, 4) array of class
-probabilities. Functions return plain dicts or DataFrames so notebooks can show them.
+probabilities, except ``report_f1_arithmetic``, which reads a report's published rows.
+Functions return plain dicts or DataFrames so notebooks can show them.
 """
 
 from __future__ import annotations
@@ -70,6 +71,33 @@ def global_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
         "auc_w": auc_w,
         "fp": int(table["fp"].sum()), "fn": int(table["fn"].sum()),
     }
+
+
+def report_f1_arithmetic(figures: dict, support: dict[str, int]) -> dict:
+    """Report 000's "global F1" set against the weighted F1, from a model's published rows.
+
+    ``figures`` holds the weighted ``precision_w`` and ``recall_w`` and, per class, the
+    ``precision``, ``recall`` and ``f1`` dicts; ``support`` the test images per class. Returns
+    ``harmonic`` (the report's formula: the harmonic mean of the weighted precision and
+    recall), ``f1_weighted`` (the support-weighted mean of the published per-class F1),
+    ``f1_from_pr`` (each class's F1 recomputed from its published precision and recall) and
+    ``f1_weighted_from_pr`` (their support-weighted mean). Per-class dicts follow
+    ``CLASS_NAMES``.
+    """
+    pw, rw = figures["precision_w"], figures["recall_w"]
+    total = sum(support[c] for c in CLASS_NAMES)
+
+    def weighted(per_class: dict) -> float:
+        return sum(support[c] * per_class[c] for c in CLASS_NAMES) / total
+
+    def harmonic(p: float, r: float) -> float:
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    from_pr = {c: harmonic(figures["precision"][c], figures["recall"][c]) for c in CLASS_NAMES}
+    return {"harmonic": harmonic(pw, rw),
+            "f1_weighted": weighted(figures["f1"]),
+            "f1_from_pr": from_pr,
+            "f1_weighted_from_pr": weighted(from_pr)}
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, normalize: str | None = None

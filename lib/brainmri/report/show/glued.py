@@ -27,8 +27,9 @@ class Text(str):
     """A string shown as written: its repr has no quotes, so ``{glue}`` pastes it plain.
 
     ``{glue:text}`` reads the pasted text as a Python literal first (to drop quotes), and
-    would show a count with a thousands separator, ``2,539``, as the tuple ``(2, 539)``:
-    such a value ends with an invisible word joiner, which no literal contains."""
+    would show a count with a thousands separator, ``2,539``, as the tuple ``(2, 539)``,
+    and a rounded figure, ``0.70``, as ``0.7``: a value that would not read back as
+    written ends with an invisible word joiner, which no literal contains."""
 
     def __repr__(self) -> str:
         text = str(self)
@@ -36,7 +37,7 @@ class Text(str):
             read = ast.literal_eval(text)
         except Exception:  # not a literal: pasted as written
             return text
-        return text + WORD_JOINER if isinstance(read, (tuple, list, set, dict)) else text
+        return text if str(read) == text else text + WORD_JOINER
 
 
 def text(key: str, value: str) -> Text:

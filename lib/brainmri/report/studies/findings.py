@@ -16,7 +16,7 @@ from brainmri import CLASS_NAMES
 from brainmri.data.sources import DISPLAY
 from brainmri.evaluation import metrics, predictions, published
 from brainmri.report.show import frames, glued
-from brainmri.report.studies.summary import duration
+from brainmri.report.studies.summary import duration, listing
 
 LEAD = "**What we found.**"
 #: Two-sided significance level of the paired tests read in the prose.
@@ -111,38 +111,51 @@ def glue_model_chapter(result) -> dict:
     return values
 
 
+#: Chapter 07's verdicts on report 000's collapsed sigmoid CNN.
+SIGMOID_VERDICTS = {
+    "no collapse": "not reproduced: this run's sigmoid CNN does not collapse",
+    "within": "reproduced: it collapses onto one class, at the report's accuracy",
+    "beyond": "reproduced in kind only: it collapses onto one class, but not at the "
+              "report's accuracy",
+}
+
+
 def sigmoid_verdict(classes: list[str], verdict: str) -> str:
     """Chapter 07: is the report's collapsed sigmoid CNN reproduced? ``classes``: the
     classes our model predicts; ``verdict``: its accuracy gap to the report's, within
     or beyond the sampling margin."""
     if len(classes) > 1:
-        return "not reproduced: this run's sigmoid CNN does not collapse"
-    if verdict == "within":
-        return "reproduced: it collapses onto one class, at the report's accuracy"
-    return "reproduced in kind only: it collapses onto one class, but not at the report's accuracy"
+        return SIGMOID_VERDICTS["no collapse"]
+    return SIGMOID_VERDICTS["within" if verdict == "within" else "beyond"]
 
 
 # --- 01c ---------------------------------------------------------------------------
 
+#: Chapter 01c's verdicts on the hard Sartaj test gliomas' labels, from their Br35H
+#: copies. Br35H only knows tumour or not, so the tumour type stays unchecked either way.
+LABEL_NOISE_VERDICTS = {
+    "unchecked": "cannot be checked (none of them has a copy in Br35H)",
+    "contradicted": "partly label noise",
+    "confirmed": "not label noise at the level Br35H can check (tumour or not)",
+}
+
 
 def label_noise_verdict(br35h_labels: pd.Series) -> str:
     """Chapter 01c: what the Br35H copies of the hard Sartaj test gliomas say about
-    their labels (``br35h_labels``: the Br35H label of each copy). Br35H only knows
-    tumour or not, so the tumour type stays unchecked either way."""
+    their labels (``br35h_labels``: the Br35H label of each copy)."""
     labels = list(br35h_labels)
     if not labels:
-        return "cannot be checked: none of them has a copy in Br35H"
-    contradicted = sum(label != "tumour" for label in labels)
-    if contradicted:
-        return (f"partly label noise: {contradicted} of their {len(labels)} Br35H copies "
-                "are filed as no tumour")
-    return ("not label noise at the level Br35H can check (tumour or not); "
-            "their tumour type cannot be checked")
+        return LABEL_NOISE_VERDICTS["unchecked"]
+    if any(label != "tumour" for label in labels):
+        return LABEL_NOISE_VERDICTS["contradicted"]
+    return LABEL_NOISE_VERDICTS["confirmed"]
 
 
 # --- 05b ----------------------------------------------------------------------------
 
 
+#: The readings of a lever's effect against the seed spread.
+BEYOND_SPREAD, WITHIN_SPREAD = "beyond the seed spread", "within the seed spread"
 #: The reading of an effect when no seed spread was measured: one seed gives no claim.
 NO_SPREAD = "no claim: one seed, no seed spread measured"
 
@@ -193,8 +206,7 @@ def lever_effects(table: pd.DataFrame, value: str, baseline: str = "baseline"
         if seeded:
             change = a["mean"] - b["mean"]
             spread = max(a["max"] - a["min"], b["max"] - b["min"])
-            reading = ("beyond the seed spread" if abs(change) > spread
-                       else "within the seed spread")
+            reading = BEYOND_SPREAD if abs(change) > spread else WITHIN_SPREAD
         else:
             change = first.loc[recipe, value] - first.loc[reference, value]
             spread, reading = float("nan"), NO_SPREAD
@@ -208,26 +220,16 @@ def lever_effects(table: pd.DataFrame, value: str, baseline: str = "baseline"
 # --- 08b ----------------------------------------------------------------------------
 
 
-def recipe_words(p) -> str:
-    """Chapter 08b: the recipe in words, with the levers chapter 08c chose when it took
-    them (``shipping.with_chosen``), and those left out because training would have taken
-    longer than ``training_minutes``."""
-    taken = getattr(p, "levers_taken", None)
+def recipe_parts(p) -> dict:
+    """Chapter 08b's recipe, as the glue keys its page pastes: ``recipe_name``, the levers
+    chapter 08c chose and this recipe took (``shipping.with_chosen``), and those left out
+    because training was predicted to take longer than ``training_minutes``."""
     too_slow = getattr(p, "levers_too_slow", None) or {}
-    recipe = f"{p.variant} recipe" if p.variant else "plain recipe"
-    slow = "; ".join(f"{name} was left out, since training with it was predicted to take "
-                     f"{minutes} minutes, over the {p.training_minutes} allowed"
-                     for name, minutes in too_slow.items())
-    if taken:
-        words = f"{recipe} (with {', '.join(taken)}, chosen in chapter 08c on Sartaj held out"
-        return words + (f"; {slow})" if slow else ")")
-    if slow:
-        return (f"{recipe} (no lever chosen in chapter 08c on Sartaj held out fits the "
-                f"training time: {slow})")
-    if getattr(p, "levers_from", None):
-        return (f"{recipe} (no lever chosen on held-out Sartaj beat the baseline beyond "
-                f"the seed spread, so none was added)")
-    return recipe if p.variant else "plain recipe (no lever of chapter 08c)"
+    return {"recipe_name": p.variant or "plain",
+            "levers_taken": listing(list(getattr(p, "levers_taken", None) or [])),
+            "levers_too_slow": listing([f"{name} ({minutes} min predicted)"
+                                        for name, minutes in too_slow.items()]),
+            "training_minutes": glued.number(p.training_minutes)}
 
 
 def glue_other_sets(result) -> None:
@@ -264,8 +266,6 @@ def clinical_reading(result):
         glued.glue_number(f"missed_{key}", r["missed_tumours"])
         glued.glue_number(f"false_alarms_{key}", r["false_alarms"])
         glued.glue_rate(f"sensitivity_{key}", r["tumours"] - r["missed_tumours"], r["tumours"])
-    glued.text("threshold_effect", threshold_effect(readings["argmax"]["missed_tumours"],
-                                                    readings["thr"]["missed_tumours"]))
     rules = {"argmax": "most probable class (argmax)", "thr": f"P(no tumour) >= {threshold:.2f}"}
     shown = pd.DataFrame([{"rule": rules[k], "missed": r["missed_tumours"],
                            "alarms": r["false_alarms"],
@@ -281,43 +281,36 @@ def clinical_reading(result):
                         counts=["missed", "alarms"])
 
 
-def threshold_effect(missed_argmax: int, missed_threshold: int) -> str:
-    """Chapter 08b: what the validation threshold does to the test tumours, against the
-    plain argmax (the words after "the threshold")."""
-    difference = missed_threshold - missed_argmax
-    if difference > 0:
-        return f"misses {difference} more tumours than the argmax"
-    if difference < 0:
-        return f"finds {-difference} more tumours than the argmax"
-    return "misses as many tumours as the argmax"
+#: What the other home dataset's test set is to a model, after "that test set is".
+OTHER_SET = {
+    "none": "not scored (no other home dataset)",
+    "trained": "not external: the recipe trained on that dataset's training images",
+    "shared": "not a clean external test: the two datasets share images",
+}
 
 
 def other_dataset_reading(extra_training: str | None, other: str | None) -> str:
-    """Chapter 08b: whether the other home dataset's test set is external to a model
-    (the words after "The recipe's training data")."""
+    """Chapter 08b: whether the other home dataset's test set is external to a model."""
     if other is None:
-        return "is the home dataset's alone; no other home dataset was scored"
-    if extra_training == other:
-        return ("includes the other dataset's training images, so its test set is not an "
-                "external test of this model")
-    return ("does not include the other dataset's training images, but the two datasets "
-            "share images, so its test set is not a clean external test either")
+        return OTHER_SET["none"]
+    return OTHER_SET["trained" if extra_training == other else "shared"]
 
 
 # --- 01b ----------------------------------------------------------------------------
 
 
+#: What a deduplicated test set can measure of specificity, from its no-tumour images.
+DEDUP_SPECIFICITY = {"none": "none: no no-tumour image is left, so no specificity",
+                     "few": f"fewer than {glued.FEW_CASES}: read its specificity with care",
+                     "enough": "enough to measure a specificity"}
+
+
 def dedup_reading(no_tumour: int) -> str:
-    """Chapter 01b: what a deduplicated test set can measure, from the no-tumour images
-    it keeps (the words after "keeps N images,")."""
+    """Chapter 01b: what a deduplicated test set keeping ``no_tumour`` no-tumour images
+    can measure."""
     no_tumour = int(no_tumour)
-    if no_tumour == 0:
-        return ("none of them a no-tumour image (every no-tumour test image has a copy in "
-                "training): it holds tumours of three classes only and measures no "
-                "specificity")
-    few = f", fewer than {glued.FEW_CASES}" if no_tumour < glued.FEW_CASES else ""
-    return (f"{no_tumour:,} of them no-tumour images{few}: a specificity measured there "
-            f"rests on {no_tumour:,} images")
+    return DEDUP_SPECIFICITY["none" if no_tumour == 0 else
+                             "few" if no_tumour < glued.FEW_CASES else "enough"]
 
 
 # --- 02 -----------------------------------------------------------------------------
@@ -328,8 +321,7 @@ REPRODUCED = 0.05
 
 
 def reproduced(largest_relative_difference: float) -> str:
-    """Chapter 02: whether this run reproduces the report's variance figures."""
-    if abs(largest_relative_difference) <= REPRODUCED:
-        return f"reproduces them (every figure within {REPRODUCED:.0%})"
-    return ("does not reproduce them (they depend on the number and size of the images "
-            "used)")
+    """Chapter 02: whether this run reproduces the report's variance figures (every
+    figure within :data:`REPRODUCED` of the report's)."""
+    return ("reproduces" if abs(largest_relative_difference) <= REPRODUCED
+            else "does not reproduce")

@@ -114,7 +114,9 @@ def seed_spreads(run) -> pd.DataFrame:
 
 
 def seed_words(spread: pd.DataFrame) -> dict:
-    """Each chapter's seed range, the shipped kind of recipe (``+bn``) first."""
+    """Each chapter's seed range (``seeds_05b_*``, ``seeds_08c_*``: lowest, highest, number
+    of seeds, SD in points, one model's interval width in points), the shipped kind of
+    recipe (``+bn``) first."""
     words = {}
     for key, chapter in (("seeds_05b", "05b, test accuracy"),
                          ("seeds_08c", "08c, Br35H sensitivity")):
@@ -122,10 +124,12 @@ def seed_words(spread: pd.DataFrame) -> dict:
         # stable: among several +bn recipes, the first repeated (crop-union, shipped)
         rows = rows.sort_values("setting", key=lambda s: ~s.str.endswith("+bn"), kind="stable")
         r = rows.iloc[0] if not rows.empty else None
-        words[key] = NA if r is None else (
-            f"{percent(r['min'])} to {percent(r['max'])} over {r['seeds']} seeds "
-            f"(SD {100 * r['sd over seeds']:.1f} points), against one model's interval "
-            f"{100 * r['bootstrap CI width']:.1f} points wide")
+        parts = {} if r is None else {
+            "low": percent(r["min"]), "high": percent(r["max"]), "n": number(r["seeds"]),
+            "sd": f"{100 * r['sd over seeds']:.1f}",
+            "ci": f"{100 * r['bootstrap CI width']:.1f}"}
+        words.update({f"{key}_{part}": parts.get(part, NA)
+                      for part in ("low", "high", "n", "sd", "ci")})
     return words
 
 
@@ -213,15 +217,17 @@ def sartaj_words(run, table: pd.DataFrame, saved: dict, shipped: str | None) -> 
         "sartaj_dedup_no_tumours": NA if every.empty else number(every["no_tumours"].iloc[0]),
         "sartaj_dedup_range": NA if dedup.empty else summary.span(
             percent(dedup["accuracy"].min()), percent(dedup["accuracy"].max())),
-        "sartaj_dedup_constant": "no model answers the same class for every image",
     }
     stuck = every[every["degenerate"]]
-    if not stuck.empty:  # what a constant answer scores on this set: its class's share
-        answer = summary.first_class_share(saved[(stuck["tag"].iloc[0], "test")])[0]
-        words["sartaj_dedup_constant"] = (
-            f"the {stuck['name'].iloc[0]} answers "
-            f"{answer.replace('_', ' ').replace('tumor', 'tumour')} for every image and scores "
-            f"{percent(stuck['accuracy'].iloc[0])}, the share of that class in the set")
+    # what a constant answer scores on this set: its class's share
+    answer = (summary.first_class_share(saved[(stuck["tag"].iloc[0], "test")])[0]
+              if not stuck.empty else None)
+    words.update({
+        "sartaj_dedup_constant": "none" if stuck.empty else stuck["name"].iloc[0],
+        "sartaj_dedup_constant_answer": NA if answer is None else
+        answer.replace("_", " ").replace("tumor", "tumour"),
+        "sartaj_dedup_constant_acc": NA if stuck.empty else percent(stuck["accuracy"].iloc[0]),
+    })
     cross = table[(table["dataset"] == sartaj) & (table["eval_set"] == "external")
                   & table["model"].str.startswith("compact_cnn")]
     away = _row(table, shipped, "external")
@@ -308,8 +314,8 @@ def reproduction_words(repro: pd.DataFrame) -> dict:
         words[f"{model}_published"] = percent(published.REPORT_000[model]["accuracy"], 0)
         words[f"{model}_position"] = NA if r is None else r["position"]
         words[f"{model}_gliomas"] = NA if r is None else f"{r['gliomas_found']}/{r['gliomas']}"
-        words[f"{model}_top"] = (NA if r is None else
-                                 f"{r['top_class']} for {percent(r['top_share'])} of the images")
+        words[f"{model}_top"] = NA if r is None else r["top_class"]
+        words[f"{model}_top_share"] = NA if r is None else percent(r["top_share"])
     return words
 
 

@@ -113,15 +113,8 @@ def words(s: pd.DataFrame, e: pd.DataFrame, adabn: pd.DataFrame, baseline: str) 
     verdicts = {v: listing([f"{r.lever} on {r.reading} ({100 * r.change:+.1f})"
                             for r in e[e["verdict"] == v].itertuples()])
                 for v in ("helps", "hurts")}
-    helps = helping_in(s, e)
-    choice = (f"no lever beats {baseline} beyond the seed spread, so {baseline} stays"
-              if not helps else
-              f"{helps[0]} beats {baseline} beyond the seed spread and the shipped recipe "
-              f"takes it if its training time allows (chapter 08b)" if len(helps) == 1 else
-              f"{listing(helps)} beat {baseline} beyond the seed spread; the shipped recipe "
-              f"combines them, best first, as far as its training time allows (chapter "
-              f"08b; a combination not itself measured here)")
-    out = {"lever_chosen": best, "lever_baseline": baseline, "lever_choice": choice,
+    out = {"lever_chosen": best, "lever_baseline": baseline,
+           "lever_beating": listing(helping_in(s, e)),
            "lever_seeds": f"{int(s['seeds'].max())}",
            "lever_helps": verdicts["helps"], "lever_hurts": verdicts["hurts"],
            "lever_noise": f"{int((e['verdict'] == 'noise').sum())} of "

@@ -94,12 +94,17 @@ def _trained_with(steps: dict, step: str, name: str):
     return (steps.get(values.get("base_chapter")) or {}).get(name)
 
 
+def _run_steps(run) -> dict:
+    """The run's resolved parameters, ``{step: {parameter: value}}`` (its ``params.yaml``)."""
+    return ((yaml.safe_load(run.params.read_text()) or {}).get("steps", {})
+            if run.params.exists() else {})
+
+
 def reduced_settings(run, test: pd.DataFrame, shipped: str | None) -> dict[str, str]:
     """What the run trained with where the appendix names a cut: report 000's claims
     (chapter 05b) and the shortcut ablation (08c) against the shipped model (``shipped``,
     a tag of ``test``), read from the run's ``params.yaml`` and the model's sidecar."""
-    steps = ((yaml.safe_load(run.params.read_text()) or {}).get("steps", {})
-             if run.params.exists() else {})
+    steps = _run_steps(run)
     recipe = {}
     if shipped is not None and shipped in test.index:
         row = test.loc[shipped]
@@ -112,6 +117,42 @@ def reduced_settings(run, test: pd.DataFrame, shipped: str | None) -> dict[str, 
         "shipped_image_size": number(recipe.get("image_size")),
         "shipped_epochs": number(recipe.get("epochs")),
     }
+
+
+#: The settings the models page (book/models.md) states for the run: per model chapter,
+#: the name its keys take (``settings_<name>_<parameter>``) and the parameters stated.
+MODEL_SETTINGS = {
+    "04_inceptionv3": ("inception", ["image_size", "head_epochs", "finetune_epochs",
+                                     "finetune_learning_rate", "unfreeze_from"]),
+    "05_relu_cnn": ("relu", ["image_size", "epochs", "learning_rate", "batch_size",
+                             "patience"]),
+    "06_relu_cnn_augmented": ("augmented", ["image_size", "epochs"]),
+    "07_sigmoid_cnn": ("sigmoid", ["image_size", "epochs"]),
+    "08_convnext_tiny": ("convnext", ["image_size", "head_epochs", "finetune_epochs",
+                                      "head_learning_rate", "finetune_learning_rate",
+                                      "patience"]),
+    "08b_compact_cnn": ("compact", ["widths", "patience"]),
+}
+
+
+def _setting(value) -> str:
+    """A parameter for prose: ``200``, ``0.0001``, ``16, 32, 64, 128``, a layer's name;
+    ``n/a`` when the run has none."""
+    if isinstance(value, list):
+        return ", ".join(_setting(v) for v in value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:g}"  # a learning rate: number() would round it to 0.0
+    return number(value)
+
+
+def model_settings(run) -> dict[str, str]:
+    """The model chapters' settings the models page states, read from the run's
+    ``params.yaml`` (:data:`MODEL_SETTINGS`); ``n/a`` for a step the run did not have."""
+    steps = _run_steps(run)
+    return {f"settings_{name}_{parameter}": _setting((steps.get(step) or {}).get(parameter))
+            for step, (name, parameters) in MODEL_SETTINGS.items() for parameter in parameters}
 
 
 def first_class_share(frame: pd.DataFrame) -> tuple[str, float]:
@@ -186,13 +227,19 @@ def most_faithful(xai: pd.DataFrame, degenerate=()) -> pd.DataFrame:
         for metric in explain.BEST}, index=ranks.index[ranks["ranked"]])
 
 
-def outcome_mass(table: pd.DataFrame) -> str:
-    """``explain.mass_by_outcome`` in words: ``41 % on missed images (4), against 12 % of
-    their area; 78 % on found ones (4), against 15 %``."""
-    parts = [f"{100 * r['mass_in_brain']:.0f} % on {outcome} images ({int(r['images'])}), "
-             f"against {100 * r['area_in_brain']:.0f} % of their area"
-             for outcome, r in table.iterrows()]
-    return "; ".join(parts) if parts else "not measured (no image)"
+def outcome_mass(table: pd.DataFrame | None) -> dict:
+    """``explain.mass_by_outcome`` as glue keys: for the ``missed`` and ``found`` external
+    images, their number and the shares of the evidence and of the area on the head
+    ("n/a" where there is no such image or nothing was measured)."""
+    words = {}
+    for outcome in ("missed", "found"):
+        r = None if table is None or outcome not in table.index else table.loc[outcome]
+        words[f"external_{outcome}_images"] = "n/a" if r is None else number(r["images"])
+        words[f"external_{outcome}_mass"] = ("n/a" if r is None
+                                             else f"{100 * r['mass_in_brain']:.0f} %")
+        words[f"external_{outcome}_area"] = ("n/a" if r is None
+                                             else f"{100 * r['area_in_brain']:.0f} %")
+    return words
 
 
 def stages(seconds: pd.DataFrame) -> pd.DataFrame:
