@@ -11,6 +11,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 from pathlib import Path
 
 import nbformat
@@ -423,3 +424,84 @@ def test_dataset_choices_and_display_names_come_from_the_registries():
     assert set(builders.DISPLAY) == set(builders.BUILDERS)
     assert set(published.REPORT_000) | set(published.REPORT_001) <= set(published.DISPLAY)
     assert {published.REPORT_000_DATASET, published.REPORT_001_DATASET} == home
+
+
+# --- the book's words live in its Markdown (issue 29) ----------------------------------
+
+#: Calls whose strings label rather than narrate: errors, logs, figure and table labels.
+_LABEL_CALLS = {"error", "warning", "warn", "info", "debug", "print", "echo", "fail",
+                "set_title", "set_xlabel", "set_ylabel", "suptitle", "legend",
+                "annotate", "set", "table", "title", "xlabel", "ylabel", "set_xticklabels",
+                "set_yticklabels", "bar_label", "rate_column", "rename", "assign", "agg"}
+_WORD = re.compile(r"(?<![\w-])[A-Za-z][a-z'-]+(?![\w-])")
+#: Most lines of functions in the book's layers (``studies``, ``show``, ``publish``) that
+#: build sentences: 428 before the last sentences moved into the chapters' Markdown
+#: (issue 29), 120 after, all of it page furniture.
+SENTENCE_CODE_BUDGET = 150
+
+
+def _literal(node: ast.AST) -> str:
+    if isinstance(node, ast.Constant):
+        return node.value
+    return "".join(v.value if isinstance(v, ast.Constant) else " {} " for v in node.values)
+
+
+def sentence_builders(source: str) -> dict[str, int]:
+    """Functions of ``source`` holding a string of four words or more that is not an error,
+    a log line, a label, a dict key, a column name or a comparison: ``{name: lines}``."""
+    found = {}
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        body = fn.body[1:] if ast.get_docstring(fn) else fn.body
+        skip = set()
+        for node in (n for stmt in body for n in ast.walk(stmt)):
+            if isinstance(node, ast.Raise):
+                skip |= {id(x) for x in ast.walk(node)}
+            elif isinstance(node, ast.Call):
+                func = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                labels = [kw.value for kw in node.keywords
+                          if kw.arg in {"caption", "title", "label", "help"}]
+                for part in ([node] if func in _LABEL_CALLS else labels):
+                    skip |= {id(x) for x in ast.walk(part)}
+            elif isinstance(node, ast.Subscript):
+                skip |= {id(x) for x in ast.walk(node.slice)}
+            elif isinstance(node, (ast.Compare, ast.Tuple, ast.List)):
+                skip |= {id(x) for x in ast.walk(node) if not isinstance(x, ast.JoinedStr)}
+            elif isinstance(node, ast.Dict):
+                skip |= {id(x) for k in node.keys if k is not None for x in ast.walk(k)}
+        if any(id(n) not in skip and len(_WORD.findall(_literal(n))) >= 4
+               for stmt in body for n in ast.walk(stmt)
+               if isinstance(n, ast.JoinedStr)
+               or (isinstance(n, ast.Constant) and isinstance(n.value, str))):
+            found[fn.name] = fn.end_lineno - fn.lineno + 1
+    return found
+
+
+def test_sentences_are_written_in_markdown_not_built_in_python():
+    """A chapter's sentences live in its Markdown, with numbers and rule words glued
+    (CONTRIBUTING.md, "Where the words live"); the book's library layers keep only page
+    furniture (a skipped page's notice, a footnote on few cases) and short rule words as
+    named constants."""
+    lines = {f"{path.relative_to(LIB)}:{name}": n
+             for layer in ("studies", "show", "publish")
+             for path in sorted((LIB / "report" / layer).glob("*.py"))
+             for name, n in sentence_builders(path.read_text()).items()}
+    assert sum(lines.values()) <= SENTENCE_CODE_BUDGET, lines
+
+
+def test_the_sentence_count_finds_a_sentence_and_not_a_label():
+    builds = '''
+def words(x):
+    """Docstrings are not counted."""
+    return {"seeds": f"{x} to {x} over {x} seeds, against one model's interval"}
+'''
+    labels = '''
+def table(frame, x):
+    if frame["held-out correct tumour images"] is None:
+        raise ValueError(f"no column named {x} in this frame at all")
+    return frames.table(frame, {"found": "Br35H tumours found at threshold"},
+                        caption="Images classified right, by evaluation set")
+'''
+    assert sentence_builders(builds) == {"words": 3}
+    assert sentence_builders(labels) == {}

@@ -12,6 +12,7 @@ from brainmri.evaluation import benchmark, explain, published
 from brainmri.report.show import frames
 from brainmri.report.show.glued import number, p_value, percent, rate
 from brainmri.report.studies import levers, summary
+from brainmri.report.studies.findings import ALPHA
 
 #: Evaluation sets as the pages name them.
 SETS = {
@@ -21,6 +22,10 @@ SETS = {
     "external_br35h": "Br35H tumours",
 }
 NA = "n/a"
+#: What McNemar's test says of two models, by whether it rejects equality at ALPHA.
+PAIRED = {False: "cannot tell them apart", True: "separates them"}
+#: The source audit's figure of Br35H tumours the image statistics call healthy.
+CALLED_NONE = "Br35H new tumour images called no_tumor"
 
 
 def _row(table: pd.DataFrame, tag: str | None, eval_set: str) -> pd.Series | None:
@@ -265,11 +270,10 @@ def _source_audit(audit: dict) -> dict:
     """Chapter 01c's shortcut figures and where Nickparvar's classes come from."""
     stats = audit.get("tumour_from_statistics", {})
     on = audit.get("shortcut_on_br35h", {})
-    called_none = "Br35H new tumour images called no_tumor"
     words = {
         "stats_accuracy": percent(stats["accuracy"]) if stats else NA,
         "stats_majority": percent(stats["majority_baseline"]) if stats else NA,
-        "stats_br35h_none": percent(on[called_none]) if called_none in on else NA,
+        "stats_br35h_none": percent(on[CALLED_NONE]) if CALLED_NONE in on else NA,
     }
     by_source = {"no_tumor": {}, "tumour": {}}
     for key, row in audit.get("nickparvar_class_by_source", {}).items():
@@ -336,8 +340,7 @@ def compact_words(test: pd.DataFrame, mcnemar: pd.DataFrame, saved: dict) -> dic
     return {
         "compact_sartaj_acc": _acc_ci(c),
         "compact_vs_relu_p": NA if p is None else p_value(p),
-        "compact_vs_relu_verdict": (NA if p is None else "cannot tell them apart"
-                                    if p >= 0.05 else "separates them"),
+        "compact_vs_relu_verdict": NA if p is None else PAIRED[p < ALPHA],
         "compact_gliomas": NA if c is None else "{}/{}".format(
             *summary.found(saved[(compact.index[0], "test")], "glioma")),
         "best_000": percent(figure, 0),

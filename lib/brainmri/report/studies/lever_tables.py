@@ -33,18 +33,21 @@ def models_table(table: pd.DataFrame):
                         caption="Every lever model, and the ensemble of its seeds")
 
 
+#: Each reading's column in the spread table.
+SPREAD_HEADERS = {"held-out accuracy": "Sartaj held out, %",
+                  "dedup test accuracy": "Home dedup. test, %",
+                  "external sensitivity": "Br35H tumours found, %",
+                  THRESHOLDED[0]: "Br35H found at Sartaj's t*, %",
+                  THRESHOLDED[1]: "Home healthy at Sartaj's t*, %"}
+
+
 def spread_table(s: pd.DataFrame):
     """Per lever: mean ± SD over seeds of each reading."""
     names = [n for n in dict.fromkeys(s.columns.get_level_values(0)) if n != "seeds"]
     shown = pd.DataFrame({"lever": s.index, "seeds": s["seeds"].to_numpy(),
                           **{name: _mean_sd(s, name) for name in names}})
-    headers = {"held-out accuracy": "Sartaj held out, %",
-               "dedup test accuracy": "Home dedup. test, %",
-               "external sensitivity": "Br35H tumours found, %",
-               THRESHOLDED[0]: "Br35H found at Sartaj's t*, %",
-               THRESHOLDED[1]: "Home healthy at Sartaj's t*, %"}
     return frames.table(shown, {"lever": "Lever", "seeds": "Seeds",
-                                **{n: headers[n] for n in names}},
+                                **{n: SPREAD_HEADERS[n] for n in names}},
                         counts=["seeds"], caption="Mean ± SD over seeds")
 
 
@@ -132,5 +135,5 @@ def words(s: pd.DataFrame, e: pd.DataFrame, adabn: pd.DataFrame, baseline: str) 
             out[key] = (f"{percent((rows[f'plain {count}'] / rows[n]).mean())} to "
                         f"{percent((rows[f'adapted {count}'] / rows[n]).mean())}")
     else:
-        out["adabn_found"] = out["adabn_cleared"] = "n/a (no adaptation in this run)"
+        out["adabn_found"] = out["adabn_cleared"] = "n/a"
     return out

@@ -41,6 +41,10 @@ READINGS = {"held-out accuracy": ("held_out_source", "accuracy"),
 #: (``held_out_threshold``), judged over seeds like the three above.
 THRESHOLDED = ("external sensitivity at held-out t*", "home specificity at held-out t*")
 
+#: The verdict on a lever measured with one seed: retraining alone moves a recipe by its
+#: seed range, so one seed supports no claim.
+ONE_SEED = "one seed: no claim"
+
 
 def train(base: dict, levers: list[dict], seeds: list[int], run_folder, scoring: dict,
           adapt_to: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -169,7 +173,7 @@ def effects(spread_table: pd.DataFrame, baseline: str) -> pd.DataFrame:
                          "change": change,
                          "seed range": yardstick,
                          "verdict": ("not measured" if change != change
-                                     else "one seed: no claim" if not seeded
+                                     else ONE_SEED if not seeded
                                      else "noise" if not abs(change) > yardstick
                                      else "helps" if change > 0 else "hurts")})
     return pd.DataFrame(rows, columns=["lever", "against", "reading", "change", "seed range",
