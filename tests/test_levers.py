@@ -453,3 +453,72 @@ def test_levers_without_their_training_costs_ask_for_chapter_08c_again(table, tm
                       training_minutes=60)
     with pytest.raises(BrainMRIError, match="run 08c_shortcut_ablation again"):
         shipping.with_chosen(p, train_images=250)
+
+
+@pytest.mark.slow
+def test_a_study_row_is_reused_when_its_key_matches_and_retrained_when_not(tmp_path,
+                                                                           monkeypatch):
+    """Issue 33: a lever model, once trained and scored, leaves a row (predictions, costs,
+    AdaBN readings; no weights) that a later run restores instead of training; the same
+    table comes back. A row whose key no longer matches (another setting, another
+    dataset's bytes) is trained again."""
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment, study
+    from synthetic import make_dataset
+
+    data = tmp_path / "data"
+    make_dataset(data, "sartaj", {"Training": 8, "Testing": 4}, size=48, seed=1)
+    make_dataset(data, "nickparvar", {"Training": 10, "Testing": 6}, size=48, seed=2)
+    make_dataset(data, "br35h", {"Testing": 24}, size=48, seed=3)
+    monkeypatch.setenv("BRAIN_MRI_CACHE", str(tmp_path / "cache"))
+    tiny = {"image_size": 32, "widths": [4, 8, 8, 16], "epochs": 1, "warmup_epochs": 0,
+            "batch_size": 8, "external_dataset": None, "data_dir": str(data),
+            "max_distance": 0, "min_correlation": 0.999}
+    base = notebook.parameters("08b_compact_cnn", {**tiny, "dataset": "nickparvar",
+                                                   "hold_out_source": "sartaj", "seed": 42})
+    scoring = {"target_sensitivity": 0.9, "n_bootstrap": 20, "ece_bins": 5, "seed": 42}
+
+    def study_run(name):
+        p = notebook.setup("08c_shortcut_ablation", {"data_dir": str(data)},
+                           run_dir=str(tmp_path / name))
+        excluded = p.run.external_exclusions("br35h")
+        excluded.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"path": []}).to_csv(excluded, index=False)
+        return p.run
+
+    first = study_run("first")
+    table, adabn = levers.train(base, [{"name": "plain"}], [42], first, scoring, "br35h")
+    rows = tmp_path / study.FOLDER  # beside the run folders, shared by them
+    assert sorted(path.name for path in rows.iterdir()) == [
+        "compact_cnn+ablation-lever-plain-seed42-nickparvar"]
+    assert not any(rows.rglob("*.keras"))  # no weights kept
+
+    # a fresh run beside it trains nothing: the same table returns from the rows
+    second = study_run("second")
+    trained = []
+    real_run = experiment.run
+    monkeypatch.setattr(experiment, "run", lambda p, **kw: trained.append(p) or real_run(p, **kw))
+    again, adabn_again = levers.train(base, [{"name": "plain"}], [42], second, scoring, "br35h")
+    assert trained == []
+    pd.testing.assert_frame_equal(again, table)
+    pd.testing.assert_frame_equal(adabn_again, adabn)
+
+    # another setting: the stored row does not match, the model is trained again, but
+    # only within the study's budget: once spent, the chapter stops before training
+    changed = {**base, "epochs": 2}
+    study.limit(0)
+    try:
+        with pytest.raises(study.StudyBudgetSpent, match="run the same command again"):
+            levers.train(changed, [{"name": "plain"}], [42], second, scoring, "br35h")
+    finally:
+        study.limit(None)
+    assert trained == []
+    levers.train(changed, [{"name": "plain"}], [42], second, scoring, "br35h")
+    assert len(trained) == 1
+    # other bytes in a dataset the model reads: not reused either
+    from brainmri.data.sources import get_spec
+
+    key = study.key({**changed, "seed": 42})
+    image = next(p for p in (data / get_spec("nickparvar").folder).rglob("*") if p.is_file())
+    image.write_bytes(b"not the same image")
+    assert study.key({**changed, "seed": 42})["data"] != key["data"]

@@ -440,14 +440,19 @@ def _predict_external(model, inputs: ModelInputs, p: Params, model_name: str,
     return frames
 
 
+def bn_twin(p: Params) -> Params:
+    """The parameters of ``p``'s batch-norm re-estimated twin (``with_reestimated_batchnorm``):
+    its name is known before the model is trained."""
+    values = {**p.values(), "variant": f"{p.variant or 'base'}+bn", "bn_reestimate": True}
+    return Params(chapter=p.chapter, run=p.run, **values)
+
+
 def with_reestimated_batchnorm(result: Result) -> Result:
     """The same trained model with batch-norm statistics recomputed on clean training
     images, evaluated again under the variant name ``<variant>+bn`` (no retraining)."""
     import keras
 
-    p = result.p
-    values = {**p.values(), "variant": f"{p.variant or 'base'}+bn", "bn_reestimate": True}
-    q = Params(chapter=p.chapter, run=p.run, **values)
+    p, q = result.p, bn_twin(result.p)
     model = keras.models.clone_model(result.model)
     model.set_weights(result.model.get_weights())
     recalibrate.reestimate_batchnorm(model, result.inputs.eval("train", with_labels=False))

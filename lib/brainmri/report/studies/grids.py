@@ -1,6 +1,7 @@
 """Studies that train one recipe several ways and tabulate the models like the benchmark:
 chapter 05b's colour-mode x epochs grid (report 000's untested claims) and chapter 08c's
-ablation of what the compact CNN learns from. Each model is one ``experiment.run``."""
+ablation of what the compact CNN learns from. Each model is one ``experiment.run``; the
+ablation's models are study rows (``study``) that a later run restores."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pandas as pd
 from brainmri.core.runfolder import ABLATION_PREFIX, model_tag
 from brainmri.evaluation import predictions
 from brainmri.report.series.notebook import Params
+from brainmri.report.studies import study
 from brainmri.report.studies.experiment import (
     Result,
+    bn_twin,
     continue_training,
     display_name,
     run,
@@ -39,11 +42,19 @@ def ablation(base: dict, variants: list[dict], run_folder, scoring: dict,
         suffix = "" if seed == base["seed"] else f"-seed{seed}"
         p = Params(chapter="ablation", run=run_folder, **{
             **base, **changes, "variant": ABLATION_PREFIX + variant["name"] + suffix})
-        result = run(p, reuse=True)
+        twins = [display_name(bn_twin(p))] if variant.get("also_bn") else []
+
+        def train(p=p, twins=twins) -> dict:
+            result = run(p, reuse=True)
+            if twins:
+                with_reestimated_batchnorm(result)
+            return {}
+
+        study.reuse_or_train(p, twins, train)  # a row of an earlier run, else trained
         names.append(display_name(p))
         recipes.append(variant["name"])
-        if variant.get("also_bn"):
-            names.append(display_name(with_reestimated_batchnorm(result).p))
+        if twins:
+            names.append(twins[0])
             recipes.append(variant["name"] + "+bn")
         model_seeds += [seed] * (len(names) - len(model_seeds))
     scores = benchmark.benchmark(run_folder, models=names, studies=True, **scoring)

@@ -26,7 +26,7 @@ from brainmri.data.inputs import ModelInputs
 from brainmri.evaluation import benchmark, ensemble, metrics, predictions
 from brainmri.modeling import recalibrate
 from brainmri.report.series.notebook import Params
-from brainmri.report.studies import experiment
+from brainmri.report.studies import experiment, study
 
 #: Variant names of the lever models: ``ablation-lever-<name>-seed<seed>``.
 PREFIX = ABLATION_PREFIX + "lever-"
@@ -64,16 +64,14 @@ def train(base: dict, levers: list[dict], seeds: list[int], run_folder, scoring:
             p = Params(chapter="levers", run=run_folder, **{
                 **base, **changes, "seed": seed, "split_seed": base["seed"],
                 "variant": f"{PREFIX}{lever['name']}-seed{seed}"})
-            result = experiment.run(p, reuse=True)
             members.append(experiment.display_name(p))
             twins.append(f"{base['model_name']}+{PREFIX}{lever['name']}{TTA}-seed{seed}")
-            score_mirrored(result, twins[-1])
+            row = _study_row(p, twins[-1], adapt_to)
             models += [{"model": members[-1], "lever": lever["name"], "seed": seed,
-                        **experiment.training_cost(result.folder)},
+                        **row["cost"]},
                        {"model": twins[-1], "lever": lever["name"] + TTA, "seed": seed}]
             if adapt_to:
-                adapted.append({"lever": lever["name"], "seed": seed,
-                                **adabn_reading(result, adapt_to)})
+                adapted.append({"lever": lever["name"], "seed": seed, **row["adabn"]})
         for name, group in ((lever["name"], members), (lever["name"] + TTA, twins)):
             if len(group) > 1:
                 model = f"{base['model_name']}+{PREFIX}{name}-{ENSEMBLE}"
@@ -86,6 +84,19 @@ def train(base: dict, levers: list[dict], seeds: list[int], run_folder, scoring:
                                                    scoring["target_sensitivity"])
                                 for m in table["model"]], index=table.index)
     return table.join(thresholded), pd.DataFrame(adapted)
+
+
+def _study_row(p: Params, twin: str, adapt_to: str | None) -> dict:
+    """One lever model's row of the study: restored when the run holds one with the same
+    key (``study.reuse_or_train``), else trained, scored (its test-time-augmented
+    ``twin`` too) and stored."""
+    def train() -> dict:
+        result = experiment.run(p, reuse=True)
+        score_mirrored(result, twin)
+        return {"cost": experiment.training_cost(result.folder),
+                "adabn": adabn_reading(result, adapt_to) if adapt_to else None}
+
+    return study.reuse_or_train(p, [twin], train, {"adapt_to": adapt_to})
 
 
 def held_out_threshold(run, model: str, dataset_name: str, target: float) -> dict:

@@ -1,0 +1,77 @@
+"""Study rows (issue 33): a trained model's predictions and costs, kept without weights and
+restored by a later run whose key matches."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from brainmri.core.files import atomic_write_csv
+from brainmri.core.runfolder import RunFolder
+from brainmri.report.studies import study
+
+TAG, TWIN = "compact_cnn+ablation-x-nickparvar", "compact_cnn+ablation-x+bn-nickparvar"
+
+
+def _run(tmp_path, name="run"):
+    run = RunFolder(tmp_path / name).create()
+    frame = pd.DataFrame({"path": ["Testing/glioma/a\rb.jpg", "Testing/no/NA.jpg"],
+                          "label": ["glioma", "no_tumor"],
+                          "p_glioma": [0.123456789012, 0.5], "z_glioma": [1 / 3, -2.0]})
+    for tag in (TAG, TWIN):
+        for split in ("val", "test"):
+            atomic_write_csv(frame, run.predictions(tag, split))
+    run.model_dir(TAG).mkdir(parents=True)
+    (run.model_dir(TAG) / "model.json").write_text('{"ood": {"threshold": 1.5}}')
+    return run, frame
+
+
+def test_a_row_comes_back_in_a_fresh_run_with_its_twin_and_sidecar(tmp_path):
+    first, frame = _run(tmp_path, "first")
+    key = study.key({"epochs": 3, "seed": 7})
+    study.store(first, TAG, [TWIN], key, {"cost": {"train seconds": 12.5}})
+    second = RunFolder(tmp_path / "second").create()
+    assert study.restore(second, TAG, key) == {"cost": {"train seconds": 12.5}}
+    for tag in (TAG, TWIN):
+        back = pd.read_csv(second.predictions(tag, "test"), keep_default_na=False)
+        assert list(back["path"]) == list(frame["path"])  # names as written
+        assert back["p_glioma"].tolist() == pytest.approx(frame["p_glioma"], rel=1e-6)
+        assert back["z_glioma"].tolist() == pytest.approx(frame["z_glioma"], rel=1e-6)
+    assert json.loads((second.model_dir(TAG) / "model.json").read_text())["ood"]
+    # the row's bytes do not depend on when it was stored
+    row = tmp_path / study.FOLDER / TAG / "predictions" / f"{TAG}_test.csv.gz"
+    before = row.read_bytes()
+    study.store(first, TAG, [TWIN], key, {"cost": {"train seconds": 12.5}})
+    assert row.read_bytes() == before
+
+
+def test_another_key_or_a_half_stored_row_is_not_reused(tmp_path):
+    run, _ = _run(tmp_path)
+    key = study.key({"epochs": 3, "seed": 7})
+    study.store(run, TAG, [], key, {})
+    assert study.restore(run, TAG, study.key({"epochs": 4, "seed": 7})) is None
+    assert study.restore(run, TAG, study.key({"epochs": 3, "seed": 8})) is None
+    (tmp_path / study.FOLDER / TAG / study.KEY).unlink()  # a store interrupted before its key
+    assert study.restore(run, TAG, key) is None
+
+
+def test_the_key_follows_the_code_that_trains_not_the_books_words(tmp_path, monkeypatch):
+    """Editing a module of the science code changes the key; the book's words do not."""
+    before = study.science_hash()
+    lib = tmp_path / "lib"
+    for part in study.SCIENCE_CODE + ("report/studies/findings.py",):
+        source = study._LIB / part
+        target = lib / part
+        if source.is_dir():
+            for file in source.rglob("*.py"):
+                (target / file.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+                (target / file.relative_to(source)).write_bytes(file.read_bytes())
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    monkeypatch.setattr(study, "_LIB", lib)
+    assert study.science_hash() == before
+    (lib / "report/studies/findings.py").write_text("# reworded\n")
+    assert study.science_hash() == before
+    (lib / "modeling" / "training.py").write_text("# another training loop\n")
+    assert study.science_hash() != before
