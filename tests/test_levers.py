@@ -240,12 +240,8 @@ def test_the_effects_table_has_a_row_per_lever_and_a_column_per_reading(table):
         levers.spread(table), "plain")["reading"]))  # a column per reading
 
 
-@pytest.mark.slow
-def test_every_lever_trains_end_to_end_on_synthetic_collections(tmp_path, monkeypatch):
-    """The chapter's call with every training option the reference run uses, on tiny
-    synthetic collections: a failure here would otherwise surface hours into that run."""
-    from brainmri.report.series import notebook
-    from brainmri.report.studies import experiment
+def _synthetic_collections(tmp_path, monkeypatch):
+    """Tiny Sartaj, Nickparvar and Br35H folders (and a cache of their own) for training."""
     from synthetic import make_dataset
 
     data = tmp_path / "data"
@@ -253,6 +249,17 @@ def test_every_lever_trains_end_to_end_on_synthetic_collections(tmp_path, monkey
     make_dataset(data, "nickparvar", {"Training": 10, "Testing": 6}, size=48, seed=2)
     make_dataset(data, "br35h", {"Testing": 24}, size=48, seed=3)
     monkeypatch.setenv("BRAIN_MRI_CACHE", str(tmp_path / "cache"))
+    return data
+
+
+@pytest.mark.slow
+def test_every_lever_trains_end_to_end_on_synthetic_collections(tmp_path, monkeypatch):
+    """The chapter's call with every training option the reference run uses, on tiny
+    synthetic collections: a failure here would otherwise surface hours into that run."""
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment
+
+    data = _synthetic_collections(tmp_path, monkeypatch)
     tiny = {"image_size": 32, "widths": [4, 8, 8, 16], "epochs": 2, "warmup_epochs": 0,
             "batch_size": 8, "external_dataset": None, "data_dir": str(data),
             "max_distance": 0, "min_correlation": 0.999}
@@ -464,13 +471,8 @@ def test_a_study_row_is_reused_when_its_key_matches_and_retrained_when_not(tmp_p
     dataset's bytes) is trained again."""
     from brainmri.report.series import notebook
     from brainmri.report.studies import experiment, study
-    from synthetic import make_dataset
 
-    data = tmp_path / "data"
-    make_dataset(data, "sartaj", {"Training": 8, "Testing": 4}, size=48, seed=1)
-    make_dataset(data, "nickparvar", {"Training": 10, "Testing": 6}, size=48, seed=2)
-    make_dataset(data, "br35h", {"Testing": 24}, size=48, seed=3)
-    monkeypatch.setenv("BRAIN_MRI_CACHE", str(tmp_path / "cache"))
+    data = _synthetic_collections(tmp_path, monkeypatch)
     tiny = {"image_size": 32, "widths": [4, 8, 8, 16], "epochs": 1, "warmup_epochs": 0,
             "batch_size": 8, "external_dataset": None, "data_dir": str(data),
             "max_distance": 0, "min_correlation": 0.999}

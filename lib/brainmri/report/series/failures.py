@@ -35,8 +35,9 @@ def read_failure(output: Path, exc: Exception) -> dict:
                 text = "".join(o.get("text", "") for o in cell.get("outputs", [])
                                if o.get("output_type") == "stream")
                 # The cell may print before it fails (Keras: "Downloading data from ..."),
-                # so take the last line that starts like "SomeError: message".
-                found = list(re.finditer(r"^(\w+(?:Error|Exception)): ", text, re.M))
+                # so take the last line that starts like "SomeError: message" (a class
+                # name, whatever its ending: study.StudyBudgetSpent).
+                found = list(re.finditer(r"^([A-Z][A-Za-z0-9]*): ", text, re.M))
                 if found:
                     info.update(ename=found[-1].group(1),
                                 evalue=text[found[-1].end():].strip())
