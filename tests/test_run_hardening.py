@@ -72,6 +72,39 @@ def test_an_argument_error_is_one_line_from_the_first(project, capsys):
     assert err.startswith("error: --set size=-1: must lie in") and err.count("\n") == 1, err
 
 
+def test_a_step_stopped_at_its_budget_pauses_the_run_and_the_same_command_goes_on(
+        project, capsys, monkeypatch):
+    """`make study`: chapter 08c stops at its time budget (study.StudyBudgetSpent). That
+    used to read as a failed step (exit 1, "FAILED"). It is a pause: exit 3, one line on
+    stderr saying how to go on, and the next sitting counts the paused attempt's time."""
+    from papermill.exceptions import PapermillExecutionError
+
+    root, calls = project
+    execute = runner._execute
+    spent = ("the study's budget of 1 minutes is spent: 2 models trained in it; run the "
+             "same command again to go on")
+
+    def spend_once(step, params, run, output):
+        execute(step, params, run, output)
+        if step.name.startswith("02") and calls.count(step.name) == 1:
+            raise PapermillExecutionError(3, 1, "train()", "StudyBudgetSpent", spent, [])
+
+    monkeypatch.setattr(runner, "_execute", spend_once)
+    code, out, err = _run(capsys, root)
+    assert code == runner.EXIT_PAUSED == 3
+    assert re.fullmatch(r"\[2/2\] 02_second: paused at its time budget \(\d+\.\d s\)",
+                        out.splitlines()[-1]), out
+    assert err == f"paused: {spent}\n" and "FAILED" not in out
+    paused = _state(root)["02_second"]
+    assert paused["status"] == "paused" and paused["attempts"] == 1
+    code, out, err = _run(capsys, root)
+    assert (code, err) == (cli.EXIT_OK, "")
+    assert calls == ["01_first", "02_second", "02_second"]  # 01 kept; 02 goes on
+    entry = _state(root)["02_second"]
+    assert entry["status"] == "ok" and entry["attempts"] == 2
+    assert entry["seconds"] >= paused["seconds"]
+
+
 # --------------------------------------------------- 2. Ctrl-C: one message, on stderr
 
 @pytest.mark.parametrize("where", ["runner", "kernel"])
@@ -180,7 +213,8 @@ def test_the_readme_lists_the_exit_codes_the_cli_uses():
     readme = (paths.project_root() / "README.md").read_text()
     section = readme[readme.index("Exit codes, the same for every `brainmri` verb"):]
     section = section[:section.index("\n\n", section.index("- `130`"))]
-    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED):
+    for code in (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, runner.EXIT_PAUSED,
+                 cli.EXIT_INTERRUPTED):
         assert f"- `{code}` " in section, code
     assert all(f"`{verb}`" in section for verb in VERBS)
 

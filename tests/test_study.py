@@ -75,3 +75,45 @@ def test_the_key_follows_the_code_that_trains_not_the_books_words(tmp_path, monk
     assert study.science_hash() == before
     (lib / "modeling" / "training.py").write_text("# another training loop\n")
     assert study.science_hash() != before
+
+
+def _digest(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rerunning_the_quick_study_trains_nothing(quick_run, tmp_path):
+    """Issue 33 at the chapter's scale: the quick profile's chapter 08c, run again beside
+    the rows its first run kept, restores every ablation and lever model and trains none
+    (a trained model would leave its weights again); its tables and rows stay the same."""
+    import shutil
+    import subprocess
+    import sys
+
+    results = tmp_path / "results"
+    shutil.copytree(quick_run["run_dir"].parent, results)
+    run, rows = results / "quick", results / study.FOLDER
+    # 08c's ablation and lever models (chapter 05b's grid keeps rows too, beside them)
+    models = sorted(d for d in (run / "models").iterdir()
+                    if d.name.startswith("compact_cnn+ablation-"))
+    assert models and {d.name for d in models} <= {p.name for p in rows.iterdir()}
+    for folder in models:
+        for weights in folder.glob("*.keras"):
+            weights.unlink()
+    tables = ("ablation.csv", "levers.csv", "levers_adabn.csv")
+    before = {name: pd.read_csv(run / name) for name in tables}
+    stored = _digest(rows)
+
+    proc = subprocess.run([sys.executable, "-m", "brainmri", "run", "--profile", "quick",
+                           "--only", "08c", "--force", "--results-dir", str(results)],
+                          env=quick_run["env"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "08c_shortcut_ablation: ok" in proc.stdout
+    retrained = [d.name for d in models if any(d.glob("*.keras"))]
+    assert not retrained, f"trained again although their rows were kept: {retrained}"
+    assert _digest(rows) == stored
+    for name, frame in before.items():
+        # restored predictions carry 7 significant digits, the first run's all of them
+        pd.testing.assert_frame_equal(pd.read_csv(run / name), frame, rtol=1e-5, obj=name)

@@ -20,6 +20,8 @@ line, never as a traceback. Every verb uses the same exit codes (README, "Exit c
   that is not one of params/), or what the arguments name is unusable (a missing
   dataset; for ``predict`` the model, sidecar or output path, also when the ``--csv``
   file cannot be written at the end, e.g. on a full disk: nothing written);
+- 3 (``run`` only): paused, a step stopped at the time budget it was given (``make
+  study``); its finished work is kept and the same command goes on;
 - 130: interrupted with Ctrl-C (one line on stderr saying what rerunning does).
 """
 

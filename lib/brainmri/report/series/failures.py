@@ -13,6 +13,10 @@ from brainmri.report.series.profiles import Step
 #: the step is recorded as skipped, its notebook shows why, and the series goes on.
 SKIPPABLE = {"WeightsUnavailableError"}
 
+#: Exceptions that mean "this step stopped at the time budget it was given" (``make
+#: study``): what it finished is kept, the series stops there, and the same command goes on.
+PAUSING = {"StudyBudgetSpent"}
+
 
 def read_failure(output: Path, exc: Exception) -> dict:
     """Where and why a step failed, read from papermill's error and the partial notebook.

@@ -36,6 +36,7 @@ from brainmri.core.progress import ENV as PROGRESS_ENV
 from brainmri.core.runfolder import RunFolder, name_problem
 from brainmri.report.series.environment import describe_environment, git_revision
 from brainmri.report.series.failures import (
+    PAUSING,
     SKIPPABLE,
     failure_message,
     mark_skipped,
@@ -58,6 +59,19 @@ from brainmri.report.series.profiles import (
 )
 
 KERNEL = "python3"
+
+#: ``brainmri run``'s exit code when a step stopped at the time budget it was given
+#: (chapter 08c's ``study_minutes``): not a failure, but the run is not complete yet.
+#: Here rather than in ``core.exits``: only this verb pauses, and ``core`` is part of the
+#: study rows' key (``studies.study.SCIENCE_CODE``), so editing it would retrain them.
+EXIT_PAUSED = 3
+
+
+class RunPaused(BrainMRIError):
+    """A step stopped at its time budget; what it finished is kept, and the same command
+    goes on from there."""
+
+
 def library_hash() -> str:
     """Changes when any module of the package changes (a step then reruns)."""
     root = Path(__file__).resolve().parents[1]
@@ -367,6 +381,11 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
                          "reason": reason})
                 print(f"{prefix}: skipped ({reason[:100]})", flush=True)
                 continue
+            if failure["ename"] in PAUSING:
+                _record(folder, step, params, profile.name,
+                        {**base_entry, "status": "paused", "seconds": seconds})
+                print(f"{prefix}: paused at its time budget ({seconds:.1f} s)", flush=True)
+                raise RunPaused(failure["evalue"]) from None
             _record(folder, step, params, profile.name,
                     {**base_entry, "status": "failed", "seconds": seconds})
             print(f"{prefix}: FAILED ({seconds:.1f} s)", flush=True)
@@ -405,7 +424,7 @@ def _earlier_attempts(previous: dict, key: str, traces: list[Path],
     writes each model's history every epoch; the notebook is saved only between outputs)
     before ``until``, when this sitting began (later files are this sitting's own)."""
     if previous.get("key") != key or previous.get("status") not in ("running", "interrupted",
-                                                                    "failed"):
+                                                                    "failed", "paused"):
         return 0.0, 1
     spent = previous.get("seconds")
     if spent is None:  # killed while running: seconds include nothing yet
@@ -458,6 +477,10 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         execute(plan, args.force)
+    except RunPaused as exc:
+        with contextlib.suppress(OSError, ValueError):
+            print(f"paused: {exc}", file=sys.stderr, flush=True)
+        return EXIT_PAUSED
     except BrainMRIError as exc:
         error(str(exc))
         return EXIT_FAILED
