@@ -35,7 +35,7 @@ def synthetic_root(tmp_path) -> Path:
     return tmp_path
 
 
-def _digest(root: Path) -> dict[str, str]:
+def file_digests(root: Path) -> dict[str, str]:
     import hashlib
 
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
@@ -65,7 +65,8 @@ class QuickRun:
             make_dataset(self.data_root, "nickparvar", {"Training": 30, "Testing": 20},
                          size=64, seed=1)
             make_dataset(self.data_root, "br35h", {"Testing": 20}, size=64, seed=2)
-        self.digests_before = {name: _digest(self.data_root / name) for name in DATASET_FOLDERS}
+        self.digests_before = {name: file_digests(self.data_root / name)
+                               for name in DATASET_FOLDERS}
         self.env = {**os.environ, "BRAIN_MRI_DATA": str(self.data_root),
                     "BRAIN_MRI_CACHE": str(base / "cache")}
         self.log = base / "console.log"
@@ -206,9 +207,9 @@ def trained_run(tmp_path_factory):
         p = notebook.setup("08b_compact_cnn", {**TINY_COMPACT, "data_dir": str(base / "data")},
                            run_dir=str(base / "run"))
         result = experiment.run(p)
-    before = _digest(p.run.root)
+    before = file_digests(p.run.root)
     yield p.run.root, result.folder, base / "data"
-    assert _digest(p.run.root) == before, (
+    assert file_digests(p.run.root) == before, (
         "a test wrote into the shared trained_run folder, which makes later tests depend "
         "on the order: give that test trained_run_copy")
 

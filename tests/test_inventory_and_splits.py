@@ -1,7 +1,5 @@
 """Inventory of a dataset folder with bad files, the split rule, and read-only raw data."""
 
-import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +9,7 @@ from brainmri.data import dataset as data
 from brainmri.data import inventory as inventory_module
 from brainmri.data.inventory import build_inventory
 from brainmri.data.splits import assign_splits, split_counts, subsample
-from conftest import real_data_root
-
-
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+from conftest import file_digests, real_data_root
 
 
 @pytest.fixture
@@ -67,12 +60,12 @@ def test_inventory_is_cached_and_invalidated(messy_root, monkeypatch):
 
 
 def test_raw_folder_is_never_written(messy_root):
-    before = _tree_digest(messy_root)
+    before = file_digests(messy_root)
     ds = data.load("sartaj", messy_root.parent, 0.2, 42)
     from brainmri.data.pixels import PixelSpec
 
     ds.arrays("train", PixelSpec(16, "rgb", "area"))
-    assert _tree_digest(messy_root) == before
+    assert file_digests(messy_root) == before
 
 
 def test_split_rule_is_floor_of_fraction_per_class_and_seeded(synthetic_root):

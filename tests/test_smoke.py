@@ -6,7 +6,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from conftest import _digest
+from conftest import file_digests
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_executed_notebooks_name_no_machine_path_and_hide_plumbing(quick_run):
 
 def test_raw_data_is_byte_identical_after_the_run(quick_run):
     for name, before in quick_run["digests_before"].items():
-        assert _digest(quick_run["data_root"] / name) == before, name
+        assert file_digests(quick_run["data_root"] / name) == before, name
 
 
 def test_book_builds_with_every_toc_page(built_book):

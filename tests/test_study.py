@@ -9,6 +9,7 @@ import pytest
 from brainmri.core.files import atomic_write_csv
 from brainmri.core.runfolder import RunFolder
 from brainmri.report.studies import study
+from conftest import file_digests
 
 TAG, TWIN = "compact_cnn+ablation-x-nickparvar", "compact_cnn+ablation-x+bn-nickparvar"
 
@@ -77,13 +78,6 @@ def test_the_key_follows_the_code_that_trains_not_the_books_words(tmp_path, monk
     assert study.science_hash() != before
 
 
-def _digest(folder):
-    import hashlib
-
-    return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_rerunning_the_quick_study_trains_nothing(quick_run, tmp_path):
     """Issue 33 at the chapter's scale: the quick profile's chapter 08c, run again beside
     the rows its first run kept, restores every ablation and lever model and trains none
@@ -95,16 +89,16 @@ def test_rerunning_the_quick_study_trains_nothing(quick_run, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(quick_run["run_dir"].parent, results)
     run, rows = results / "quick", results / study.FOLDER
-    # 08c's ablation and lever models (chapter 05b's grid keeps rows too, beside them)
+    # 08c's ablation and lever models (chapter 05b's grid shares the prefix, not the rows)
     models = sorted(d for d in (run / "models").iterdir()
                     if d.name.startswith("compact_cnn+ablation-"))
-    assert models and {d.name for d in models} <= {p.name for p in rows.iterdir()}
+    assert models and {d.name for d in models} == {p.name for p in rows.iterdir()}
     for folder in models:
         for weights in folder.glob("*.keras"):
             weights.unlink()
     tables = ("ablation.csv", "levers.csv", "levers_adabn.csv")
     before = {name: pd.read_csv(run / name) for name in tables}
-    stored = _digest(rows)
+    stored = file_digests(rows)
 
     proc = subprocess.run([sys.executable, "-m", "brainmri", "run", "--profile", "quick",
                            "--only", "08c", "--force", "--results-dir", str(results)],
@@ -113,7 +107,7 @@ def test_rerunning_the_quick_study_trains_nothing(quick_run, tmp_path):
     assert "08c_shortcut_ablation: ok" in proc.stdout
     retrained = [d.name for d in models if any(d.glob("*.keras"))]
     assert not retrained, f"trained again although their rows were kept: {retrained}"
-    assert _digest(rows) == stored
+    assert file_digests(rows) == stored
     for name, frame in before.items():
         # restored predictions carry 7 significant digits, the first run's all of them
         pd.testing.assert_frame_equal(pd.read_csv(run / name), frame, rtol=1e-5, obj=name)
