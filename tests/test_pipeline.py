@@ -325,8 +325,9 @@ def test_unavailable_weights_skip_the_step_and_the_series_goes_on(project, capsy
               "p = notebook.setup('02_second', params, run_dir)\n"
               "from brainmri.core.errors import WeightsUnavailableError\n"
               "print('Downloading data from https://example.org/w.h5: 0 bytes')\n"
-              "raise WeightsUnavailableError('skipped: ImageNet weights unavailable. Fix: copy "
-              "the file')")
+              # the real message's own second line starts like an error name
+              "raise WeightsUnavailableError('skipped: ImageNet weights unavailable.\\nFix: "
+              "copy the file')")
     nb = nbformat.read(root / "notebooks" / "02_second.ipynb", 4)
     nb.cells.append(nbformat.v4.new_code_cell("never = 'runs'"))
     nbformat.write(nb, root / "notebooks" / "02_second.ipynb")

@@ -17,6 +17,9 @@ SKIPPABLE = {"WeightsUnavailableError"}
 #: study``): what it finished is kept, the series stops there, and the same command goes on.
 PAUSING = {"StudyBudgetSpent"}
 
+#: A name that reads as an exception class (``WeightsUnavailableError``, ``KeyError``).
+_EXCEPTION = re.compile(r"[A-Z][A-Za-z0-9]*(?:Error|Exception|Interrupt|Exit)")
+
 
 def read_failure(output: Path, exc: Exception) -> dict:
     """Where and why a step failed, read from papermill's error and the partial notebook.
@@ -39,12 +42,15 @@ def read_failure(output: Path, exc: Exception) -> dict:
                 text = "".join(o.get("text", "") for o in cell.get("outputs", [])
                                if o.get("output_type") == "stream")
                 # The cell may print before it fails (Keras: "Downloading data from ..."),
-                # so take the last line that starts like "SomeError: message" (a class
-                # name, whatever its ending: study.StudyBudgetSpent).
+                # so take the last line that starts like "SomeError: message"; a message's
+                # own later lines may look alike ("Fix: copy the file"), so a name that
+                # reads as an exception class, or one the runner acts on, comes first.
                 found = list(re.finditer(r"^([A-Z][A-Za-z0-9]*): ", text, re.M))
+                named = [m for m in found if _EXCEPTION.fullmatch(m.group(1))
+                         or m.group(1) in SKIPPABLE | PAUSING]
                 if found:
-                    info.update(ename=found[-1].group(1),
-                                evalue=text[found[-1].end():].strip())
+                    last = (named or found)[-1]
+                    info.update(ename=last.group(1), evalue=text[last.end():].strip())
     return info
 
 
