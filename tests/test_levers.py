@@ -115,6 +115,14 @@ def test_words_name_the_choice_and_the_adaptation(table):
     assert words["lever_chosen_held"].startswith("71.0 % (SD 1.0 points, 70.0 % to 72.0 %)")
     assert words["adabn_found"] == "42.6 % to 77.8 %"
     assert words["adabn_cleared"] == "100.0 % to 74.8 %"
+    # balanced accuracy (42.6 + 100) / 2 = 71.3 to (77.8 + 74.8) / 2 = 76.3: one seed has no
+    # spread, so the rise counts; a model that trades healthy images for tumours does not
+    assert words["adabn_balanced"] == "71.3 % to 76.3 %"
+    assert words["adabn_verdict"].endswith("better, beyond the seed spread")
+    traded = adabn.assign(**{"adapted tumours found": [700], "adapted healthy cleared": [300]})
+    verdict = lever_tables.words(s, levers.effects(s, "plain"), traded, "plain")["adabn_verdict"]
+    assert verdict.startswith("the adapted models separate tumours from healthy images worse: "
+                              "the adaptation pushes every model towards")
     helps = words["lever_helps"]  # gin, on the held-out reading, with its change
     assert "gin" in helps and "bigaug" not in helps and "+10.0" in helps
     assert helps.index("gin") < helps.index("held-out accuracy") < helps.index("+10.0")
