@@ -130,28 +130,27 @@ def words(s: pd.DataFrame, e: pd.DataFrame, adabn: pd.DataFrame, baseline: str) 
         out[f"lever_baseline_{key}"] = reading(baseline, name) if have else "n/a"
     rows = adabn[adabn["lever"] == best] if not adabn.empty else adabn
     if not rows.empty:  # the chosen lever's models, the mean of their rates over seeds
-        for key, count, n in (("adabn_found", "tumours found", "new tumours"),
-                              ("adabn_cleared", "healthy cleared", "healthy")):
-            out[key] = (f"{percent((rows[f'plain {count}'] / rows[n]).mean())} to "
-                        f"{percent((rows[f'adapted {count}'] / rows[n]).mean())}")
-        out.update(_adabn_verdict(rows))
+        out.update(_adabn_words(rows))
     else:
         out["adabn_found"] = out["adabn_cleared"] = out["adabn_balanced"] = "n/a"
         out["adabn_verdict"] = "not measured"
     return out
 
 
-def _balanced(rows: pd.DataFrame, state: str) -> pd.Series:
-    """Each model's Br35H balanced accuracy: the mean of tumours found and healthy cleared.
-    A shift of the decision alone trades one for the other and leaves it where it was."""
-    return (rows[f"{state} tumours found"] / rows["new tumours"]
-            + rows[f"{state} healthy cleared"] / rows["healthy"]) / 2
+def _shares(rows: pd.DataFrame, state: str) -> tuple[pd.Series, pd.Series]:
+    """Each model's share of Br35H's new tumours found and of its healthy images cleared,
+    as trained (``plain``) or ``adapted``."""
+    return (rows[f"{state} tumours found"] / rows["new tumours"],
+            rows[f"{state} healthy cleared"] / rows["healthy"])
 
 
-def _adabn_verdict(rows: pd.DataFrame) -> dict:
-    """Whether AdaBN separates Br35H's tumours from its healthy images better, or only
-    moves the decision: its balanced accuracy's change against the seed range as trained."""
-    before, after = _balanced(rows, "plain"), _balanced(rows, "adapted")
+def _adabn_words(rows: pd.DataFrame) -> dict:
+    """AdaBN's effect on the chosen recipe's models, and whether it separates Br35H's
+    tumours from its healthy images better or only moves the decision: the change of their
+    balanced accuracy (the mean of the two shares, which a shift of the decision alone
+    trades one for the other) against its seed range as trained."""
+    (found, cleared), (found_ad, cleared_ad) = _shares(rows, "plain"), _shares(rows, "adapted")
+    before, after = (found + cleared) / 2, (found_ad + cleared_ad) / 2
     change, spread = after.mean() - before.mean(), before.max() - before.min()
     if change > spread:
         verdict = "the adapted models separate tumours from healthy images better, beyond " \
@@ -159,10 +158,10 @@ def _adabn_verdict(rows: pd.DataFrame) -> dict:
     else:
         verdict = ("the adapted models separate tumours from healthy images "
                    + ("worse" if change < -spread else "no better"))
-        found = (rows["adapted tumours found"] > rows["plain tumours found"]).all()
-        cleared = (rows["adapted healthy cleared"] < rows["plain healthy cleared"]).all()
-        if found and cleared:
+        if (found_ad > found).all() and (cleared_ad < cleared).all():
             verdict += (": the adaptation pushes every model towards \"tumour\", as a lower "
                         "decision threshold would, and is not a usable mode at these settings")
-    return {"adabn_balanced": f"{percent(before.mean())} to {percent(after.mean())}",
+    return {"adabn_found": f"{percent(found.mean())} to {percent(found_ad.mean())}",
+            "adabn_cleared": f"{percent(cleared.mean())} to {percent(cleared_ad.mean())}",
+            "adabn_balanced": f"{percent(before.mean())} to {percent(after.mean())}",
             "adabn_verdict": verdict}
