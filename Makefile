@@ -18,13 +18,14 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # pip reads this; without it, unrelated index warnings flood the log on some machines.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env data run book html lab report test lint params-cells study bench bench-predict browser-deps serve publish clean-cache
+.PHONY: help env data run book html lab report test lint params-cells study study-carry bench bench-predict browser-deps serve publish clean-cache
 
 help:
 	@echo "make report   environment + data + the $(PROFILE) series + the book (PROFILE=quick|full|reference)"
 	@echo "make test     environment + lint + the test suite (what CI runs)"
 	@echo "make lint     ruff on lib/ and tests/"
 	@echo "make study    08c's reference study models for BUDGET minutes (default 80), kept as rows in results/study-rows/"
+	@echo "make study-carry SAMPLE=a,b  re-key the study rows to the current code once it reproduced rows a and b"
 	@echo "make params-cells  rewrite each notebook's parameters cell from params/base.yaml"
 	@echo "make run      run the notebook series only (PROFILE, DATASET, ONLY=01,02)"
 	@echo "make book     build the book from results/\$$RUN (RUN defaults to PROFILE)"
@@ -85,6 +86,12 @@ lint: env
 BUDGET ?= 80
 study: env
 	$(BRAINMRI) run --profile reference --run study --only 01_,01b,01c,08c --set study_minutes=$(BUDGET)
+
+# After an edit of the science code that leaves the study's models as they were: retrain
+# SAMPLE (comma-separated rows of results/study-rows/, one per code path the edit
+# touches) and, if each comes out byte for byte the same, re-key every row to the code.
+study-carry: env
+	$(BRAINMRI) carry --sample $(SAMPLE)
 
 # Each notebook's parameters cell declares its chapter's parameters with base.yaml's
 # defaults (papermill's convention); this writes them after base.yaml changes.

@@ -315,3 +315,72 @@ def test_a_study_resumed_after_a_stop_reuses_the_models_it_had_trained(synthetic
     experiment.run(params(learning_rate=1e-3), reuse=True)  # other parameters
     experiment.run(params())  # a chapter's call never reuses
     assert fits == [1, 1]
+
+
+@pytest.mark.parametrize("name,shape,kwargs", [
+    ("relu_cnn", (32, 32, 1), {}),
+    ("compact_cnn", (32, 32, 3), {"widths": (8, 8, 16, 16), "dropout": 0.3}),
+    ("convnext_tiny", (32, 32, 3), {"weights": None}),  # its ``x + y`` operations
+])
+def test_a_mixed_precision_model_is_kept_as_a_float32_copy_of_its_weights(name, shape, kwargs):
+    import keras
+
+    from brainmri.modeling import precision
+
+    with precision.training_policy("mixed_bfloat16"):
+        mixed = models.build(name, shape, **kwargs)
+    assert keras.config.dtype_policy().name == "float32"  # the policy is put back
+    assert not precision.computes_in_float32(mixed)
+    kept = precision.as_float32(mixed)
+    assert precision.computes_in_float32(kept) and kept.name == mixed.name
+    assert all(np.array_equal(a, b) for a, b in zip(mixed.get_weights(), kept.get_weights()))
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    probs = np.asarray(kept(x))
+    assert probs.dtype == np.float32
+    # the same function: bfloat16 keeps about 3 significant digits of each activation
+    assert np.allclose(np.asarray(mixed(x), dtype=np.float32), probs, atol=0.02)
+    assert precision.as_float32(kept) is kept
+
+
+def test_bfloat16_on_a_cpu_without_it_warns_with_the_fix(tmp_path, monkeypatch):
+    from brainmri.modeling import precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f\n")
+    assert precision.native_bfloat16(cpuinfo) is False
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert precision.native_bfloat16(cpuinfo) is True
+    assert precision.native_bfloat16(tmp_path / "absent") is None
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
+    monkeypatch.setattr(precision, "_has_gpu", lambda: False)
+    with (pytest.warns(UserWarning, match="--set precision=float32"),
+          precision.training_policy("mixed_bfloat16")):
+        pass
+    with (pytest.raises(ValueError, match="precision must be one of"),
+          precision.training_policy("float16")):
+        pass
+
+
+def test_a_chapter_trained_in_mixed_precision_keeps_float32_and_trains_on(synthetic_root,
+                                                                          tmp_path):
+    """The evaluated and saved model computes in float32; the longer model of a claim
+    trains on the mixed-precision model with its optimizer."""
+    from brainmri.modeling import precision
+    from brainmri.report.series import notebook
+    from brainmri.report.studies import experiment
+
+    p = notebook.setup("05_relu_cnn", {
+        "data_dir": str(synthetic_root), "image_size": 32, "epochs": 1, "batch_size": 16,
+        "precision": "mixed_bfloat16", "restore_best": False, "variant": "bf16"},
+        run_dir=str(tmp_path / "run"))
+    short = experiment.run(p)
+    assert precision.computes_in_float32(short.model)
+    assert not precision.computes_in_float32(short.trained)
+    reloaded, _ = saved.load_saved(short.folder / "model.keras")
+    assert precision.computes_in_float32(reloaded)
+    iterations = int(short.trained.optimizer.iterations.numpy())
+    longer = experiment.continue_training(short, 1, "bf16-long")
+    assert int(longer.trained.optimizer.iterations.numpy()) > iterations
+    assert precision.computes_in_float32(longer.model)
+    assert all(np.array_equal(a, b) for a, b in zip(longer.trained.get_weights(),
+                                                    longer.model.get_weights()))

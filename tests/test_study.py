@@ -1,7 +1,9 @@
 """Study rows (issue 33): a trained model's predictions and costs, kept without weights and
 restored by a later run whose key matches."""
 
+import gzip
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -111,3 +113,63 @@ def test_rerunning_the_quick_study_trains_nothing(quick_run, tmp_path):
     for name, frame in before.items():
         # restored predictions carry 7 significant digits, the first run's all of them
         pd.testing.assert_frame_equal(pd.read_csv(run / name), frame, rtol=1e-5, obj=name)
+
+
+def _rows_with_old_code(tmp_path, tags=("a-nickparvar", "b-nickparvar", "c-nickparvar")):
+    """Three rows keyed to code that is not the current one."""
+    run, _ = _run(tmp_path)
+    for tag in tags:
+        run.model_dir(tag).mkdir(parents=True, exist_ok=True)
+        atomic_write_csv(pd.DataFrame({"p": [0.25, float(len(tag))]}), run.predictions(tag, "test"))
+        study.store(run, tag, [], {**study.key({"seed": 1, "name": tag}), "code": "old"}, {})
+    return tmp_path / study.FOLDER
+
+
+def _retrain_as(rows, changed: str | None = None):
+    """A stand-in for the scratch study run: it trains the sample (the rows not staged)
+    again, giving the same predictions, or other ones for row ``changed``."""
+    def retrain(root):
+        scratch = root / study.FOLDER
+        for row in rows.iterdir():
+            if row.is_dir() and not (scratch / row.name).exists():
+                shutil.copytree(row, scratch / row.name)
+                if row.name == changed:
+                    path = next((scratch / row.name / "predictions").glob("*.gz"))
+                    path.write_bytes(gzip.compress(b"p\n0.26\n"))
+        retrain.staged = sorted(p.name for p in scratch.iterdir())
+    return retrain
+
+
+def test_rows_are_carried_to_new_code_only_after_it_reproduced_the_sample(tmp_path):
+    from brainmri.report.studies import carry
+
+    rows = _rows_with_old_code(tmp_path)
+    retrain = _retrain_as(rows)
+    entry = carry.carry(rows, ["a-nickparvar"], retrain)
+    assert retrain.staged == ["a-nickparvar", "b-nickparvar", "c-nickparvar"]
+    code = study.science_hash()
+    assert entry["rows"] == 3 and entry["from"] == ["old"] and entry["to"] == code
+    assert set(carry.row_codes(rows).values()) == {code}
+    assert json.loads((rows / carry.LOG).read_text())[-1]["reproduced"] == ["a-nickparvar"]
+    assert not (tmp_path / carry.SCRATCH).exists()
+    # carried rows are restored by a run of the current code
+    fresh = RunFolder(tmp_path / "fresh").create()
+    key = study.key({"seed": 1, "name": "b-nickparvar"})
+    assert study.restore(fresh, "b-nickparvar", key) == {}
+    assert carry.carry(rows, ["a-nickparvar"], retrain)["rows"] == 0  # nothing stale now
+
+
+def test_a_row_the_new_code_does_not_reproduce_refuses_the_carry(tmp_path):
+    from brainmri.report.studies import carry
+
+    rows = _rows_with_old_code(tmp_path)
+    before = file_digests(rows)
+    with pytest.raises(carry.CarryRefused, match=r"1 of 2 sampled rows \(b-nickparvar: "
+                                                 r"predictions/b-nickparvar_test.csv.gz\)"):
+        carry.carry(rows, ["a-nickparvar", "b-nickparvar"], _retrain_as(rows, "b-nickparvar"))
+    assert file_digests(rows) == before  # nothing re-keyed, nothing logged
+    assert not (rows / carry.LOG).exists() and not (tmp_path / carry.SCRATCH).exists()
+    with pytest.raises(carry.CarryRefused, match="no row z-nickparvar"):
+        carry.carry(rows, ["z-nickparvar"], _retrain_as(rows))
+    with pytest.raises(carry.CarryRefused, match="the sample is empty"):
+        carry.carry(rows, [], _retrain_as(rows))

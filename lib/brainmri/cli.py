@@ -7,6 +7,8 @@
 - ``brainmri data``        find (``where``) or download (``fetch``) the datasets
 - ``brainmri throughput``  training throughput on real vs synthetic batches
 - ``brainmri tables``      rewrite a run's numbers in the README and the model card
+- ``brainmri carry``       re-key the study rows to the current code, once it reproduced
+  a sample of them exactly (``report.studies.carry``)
 
 Errors the user can act on are printed as one ``error:`` message starting on its first
 line, never as a traceback. Every verb uses the same exit codes (README, "Exit codes"):
@@ -287,6 +289,24 @@ def _tables(args) -> int:
     return 0
 
 
+def _carry(args) -> int:
+    from brainmri.core import paths
+    from brainmri.report.series import runner
+    from brainmri.report.studies import carry, study
+
+    rows = paths.results_root() / study.FOLDER
+    sample = [tag.strip() for tag in args.sample.split(",") if tag.strip()]
+    entry = carry.carry(rows, sample, lambda root: runner.run(
+        args.profile, run="carry", only="01_,01b,01c,08c", results_root=root))
+    if not entry["rows"]:
+        print(f"every row of {rows} already has the current code's key ({entry['to']})")
+    else:
+        print(f"{entry['rows']} rows re-keyed to code {entry['to']}: the current code "
+              f"reproduced {', '.join(entry['reproduced'])} byte for byte "
+              f"(logged in {rows.name}/{carry.LOG})")
+    return 0
+
+
 def _series_batch_size() -> int:
     """``predict``'s default batch size: the one the model chapters predict with
     (params/base.yaml's ``training`` group), so that the value has one home."""
@@ -360,6 +380,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=30, help="timed training steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing)")
     p.set_defaults(func=_throughput)
+
+    p = sub.add_parser("carry", help="re-key the study rows to the current code after it "
+                                     "reproduced a sample of them exactly")
+    p.add_argument("--sample", required=True,
+                   help="comma-separated row names (folders of results/study-rows/): one per "
+                        "code path the edit touches")
+    p.add_argument("--profile", default="reference", help="the profile whose study the rows are")
+    p.set_defaults(func=_carry)
 
     p = sub.add_parser("tables", help="rewrite a run's numbers in the README and the model "
                                       "card (the book pastes its own from the chapters)")

@@ -115,9 +115,9 @@ def simple_cnn(input_shape, activation: str, name: str, pool_after=(1, 2)):
     keras, L = _layers()
     inputs = keras.Input(input_shape, name="image")
     x = inputs
-    for k, (filters, name) in enumerate(zip((32, 64, 128, 128),
-                                            ("conv1", "conv2", "conv3", "last_conv")), 1):
-        x = L.Conv2D(filters, 3, activation=activation, name=name)(x)
+    for k, (filters, layer_name) in enumerate(zip((32, 64, 128, 128),
+                                                  ("conv1", "conv2", "conv3", "last_conv")), 1):
+        x = L.Conv2D(filters, 3, activation=activation, name=layer_name)(x)
         if k in pool_after:
             x = L.MaxPooling2D(2, name=f"pool{k}")(x)
     x = L.Flatten(name="flatten")(x)

@@ -45,6 +45,7 @@ from brainmri.modeling import (
     calibration,
     devices,
     ood,
+    precision,
     recalibrate,
     saved,
     training,
@@ -102,6 +103,13 @@ class Result:
     history: pd.DataFrame
     predictions: dict[str, pd.DataFrame]  # split -> predictions frame
     temperature: float
+    #: The model as training left it, with its optimizer (``continue_training`` trains it
+    #: on); ``model`` is its float32 copy when it trained in mixed precision.
+    trained: object = None
+
+    def __post_init__(self):
+        if self.trained is None:
+            self.trained = self.model
 
     @property
     def test(self) -> pd.DataFrame:
@@ -231,26 +239,34 @@ def run(p: Params, reuse: bool = False) -> Result:
     reused = _reuse_trained(p, folder) if reuse else None
     if reused is not None:
         return _evaluate_and_save(p, inputs, reused, folder, training.load_history(folder))
-    model = build(p, inputs)
-    if getattr(p, "pretrain_epochs", 0):
-        _pretrain(p, inputs, model, folder)
-    if getattr(p, "source_adversarial", 0):
-        from brainmri.modeling.adversarial import SourceAdversarial
+    with precision.training_policy(_precision(p)):
+        model = build(p, inputs)
+        if getattr(p, "pretrain_epochs", 0):
+            _pretrain(p, inputs, model, folder)
+        if getattr(p, "source_adversarial", 0):
+            from brainmri.modeling.adversarial import SourceAdversarial
 
-        if hasattr(p, "head_epochs"):
-            raise ValueError("source_adversarial trains one-phase models (not transfer models)")
-        model = SourceAdversarial(model, len(inputs.source_names), p.source_adversarial)
-    history = None
-    for i, (phase, unfreeze_from, config) in enumerate(phases(p)):
-        if unfreeze_from == "backbone":
-            unfreeze_from = model.backbone_layers
-        if unfreeze_from is not None:
-            training.set_trainable(model, unfreeze_from)
-        history = training.fit(model, inputs, config, folder, phase=phase,
-                               continue_history=i > 0)
-    model = getattr(model, "classifier", model)  # what is kept: never the adversary
+            if hasattr(p, "head_epochs"):
+                raise ValueError("source_adversarial trains one-phase models "
+                                 "(not transfer models)")
+            model = SourceAdversarial(model, len(inputs.source_names), p.source_adversarial)
+        history = None
+        for i, (phase, unfreeze_from, config) in enumerate(phases(p)):
+            if unfreeze_from == "backbone":
+                unfreeze_from = model.backbone_layers
+            if unfreeze_from is not None:
+                training.set_trainable(model, unfreeze_from)
+            history = training.fit(model, inputs, config, folder, phase=phase,
+                                   continue_history=i > 0)
+    trained = getattr(model, "classifier", model)  # what is kept: never the adversary
+    model = precision.as_float32(trained)
     _keep_trained(p, model, folder)
-    return _evaluate_and_save(p, inputs, model, folder, history)
+    return _evaluate_and_save(p, inputs, model, folder, history, trained)
+
+
+def _precision(p: Params) -> str:
+    """The chapter's training precision (float32 where it has no ``precision``)."""
+    return getattr(p, "precision", "float32")
 
 
 #: A model as training left it, before evaluation touches it, and what it was trained
@@ -343,15 +359,19 @@ def continue_training(result: Result, epochs: int, variant: str) -> Result:
     for name in ("history.csv", "fit.json"):
         shutil.copy2(result.folder / name, folder / name)
     (_, _, config), = phases(q)
-    history = training.fit(result.model, result.inputs, replace(config, epochs=epochs), folder,
-                           phase="continued", continue_history=True, recompile=False)
-    return _evaluate_and_save(q, result.inputs, result.model, folder, history)
+    with precision.training_policy(_precision(q)):
+        history = training.fit(result.trained, result.inputs, replace(config, epochs=epochs),
+                               folder, phase="continued", continue_history=True,
+                               recompile=False)
+    return _evaluate_and_save(q, result.inputs, precision.as_float32(result.trained), folder,
+                              history, result.trained)
 
 
 def _evaluate_and_save(p: Params, inputs: ModelInputs, model, folder: Path,
-                       history: pd.DataFrame) -> Result:
+                       history: pd.DataFrame, trained=None) -> Result:
     """Predictions, temperature and OOD threshold (fitted on validation), the saved
-    model with its sidecar, the external sets, and the shipped copy if asked."""
+    model with its sidecar, the external sets, and the shipped copy if asked.
+    ``trained``: the model as training left it, when ``model`` is its float32 copy."""
     name = display_name(p)
     if getattr(p, "bn_reestimate", False):
         recalibrate.reestimate_batchnorm(model, inputs.eval("train", with_labels=False))
@@ -373,7 +393,7 @@ def _evaluate_and_save(p: Params, inputs: ModelInputs, model, folder: Path,
     _collection_check(p, inputs, model, folder)
     if p.export_to:
         _calibrate_shipped(p, saved.export(folder, p.export_to))
-    return Result(p, inputs, model, folder, history, frames, temperature)
+    return Result(p, inputs, model, folder, history, frames, temperature, trained)
 
 
 def _calibrate_shipped(p: Params, target: Path) -> None:
