@@ -345,6 +345,24 @@ def test_unavailable_weights_skip_the_step_and_the_series_goes_on(project, capsy
     assert "02_second: skipped (skipped: ImageNet weights unavailable" in capsys.readouterr().out
 
 
+def test_the_runner_reads_a_project_errors_name_as_handed_over_not_as_printed(project):
+    """A message whose own line reads exactly like another error ("ValueError: ...") does
+    not hide the error's class: the kernel hands the name over in a file."""
+    root, write_profile = project
+    _notebook(root / "notebooks" / "02_second.ipynb",
+              "from brainmri.report.series import notebook\n"
+              "p = notebook.setup('02_second', params, run_dir)\n"
+              "from brainmri.core.errors import WeightsUnavailableError\n"
+              "raise WeightsUnavailableError('skipped: no weights.\\nValueError: as printed')")
+    write_profile(series=[{"notebook": "02_second"}])
+    run_dir = runner.run("test", results_root=root / "results")
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["02_second"]["status"] == "skipped"
+    assert state["02_second"]["reason"].startswith("skipped: no weights.")
+    handed = run_dir / "logs" / "02_second.error.json"
+    assert json.loads(handed.read_text())["ename"] == "WeightsUnavailableError"
+
+
 @pytest.mark.parametrize("raised, stopped, said", [
     ("from brainmri.core.errors import DatasetNotFoundError\n"
      "raise DatasetNotFoundError('Dataset missing. Set BRAIN_MRI_DATA')",

@@ -120,6 +120,7 @@ def _rows_with_old_code(tmp_path, tags=("a-nickparvar", "b-nickparvar", "c-nickp
     run, _ = _run(tmp_path)
     for tag in tags:
         run.model_dir(tag).mkdir(parents=True, exist_ok=True)
+        (run.model_dir(tag) / "model.json").write_text('{"ood": 1.5, "saved": "then"}')
         atomic_write_csv(pd.DataFrame({"p": [0.25, float(len(tag))]}), run.predictions(tag, "test"))
         study.store(run, tag, [], {**study.key({"seed": 1, "name": tag}), "code": "old"}, {})
     return tmp_path / study.FOLDER
@@ -133,6 +134,10 @@ def _retrain_as(rows, changed: str | None = None):
         for row in rows.iterdir():
             if row.is_dir() and not (scratch / row.name).exists():
                 shutil.copytree(row, scratch / row.name)
+                sidecar = scratch / row.name / "model.json"  # another training's time
+                if sidecar.exists():
+                    saved = {**json.loads(sidecar.read_text()), "saved": "later"}
+                    sidecar.write_text(json.dumps(saved))
                 if row.name == changed:
                     path = next((scratch / row.name / "predictions").glob("*.gz"))
                     path.write_bytes(gzip.compress(b"p\n0.26\n"))
@@ -165,10 +170,12 @@ def test_a_row_the_new_code_does_not_reproduce_refuses_the_carry(tmp_path):
     rows = _rows_with_old_code(tmp_path)
     before = file_digests(rows)
     with pytest.raises(carry.CarryRefused, match=r"1 of 2 sampled rows \(b-nickparvar: "
-                                                 r"predictions/b-nickparvar_test.csv.gz\)"):
+                                                 r"predictions/b-nickparvar_test.csv.gz; "
+                                                 r"retrained copies"):
         carry.carry(rows, ["a-nickparvar", "b-nickparvar"], _retrain_as(rows, "b-nickparvar"))
     assert file_digests(rows) == before  # nothing re-keyed, nothing logged
-    assert not (rows / carry.LOG).exists() and not (tmp_path / carry.SCRATCH).exists()
+    assert not (rows / carry.LOG).exists()
+    assert (tmp_path / carry.SCRATCH / study.FOLDER / "b-nickparvar").is_dir()  # to compare
     with pytest.raises(carry.CarryRefused, match="no row z-nickparvar"):
         carry.carry(rows, ["z-nickparvar"], _retrain_as(rows))
     with pytest.raises(carry.CarryRefused, match="the sample is empty"):

@@ -4,6 +4,7 @@ cannot run on this machine (no ImageNet weights) leaves instead of a stack trace
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,15 +18,23 @@ SKIPPABLE = {"WeightsUnavailableError"}
 #: study``): what it finished is kept, the series stops there, and the same command goes on.
 PAUSING = {"StudyBudgetSpent"}
 
+#: Set by the runner for each step's kernel: the file where the notebooks' short-message
+#: handler also writes a project error's class name and message (JSON), so that the
+#: runner reads them as data, not from the printed text, where a message's own line
+#: ("Fix: ...") may look like a name.
+ERROR_FILE_ENV = "BRAINMRI_ERROR_FILE"
+
 #: A name that reads as an exception class (``WeightsUnavailableError``, ``KeyError``).
 _EXCEPTION = re.compile(r"[A-Z][A-Za-z0-9]*(?:Error|Exception|Interrupt|Exit)")
 
 
-def read_failure(output: Path, exc: Exception) -> dict:
+def read_failure(output: Path, exc: Exception, handed: Path | None = None) -> dict:
     """Where and why a step failed, read from papermill's error and the partial notebook.
 
     Errors shown by our short-message handler (BrainMRIError subclasses) reach papermill
-    as a bare CellExecutionError; their name and message are in the cell's output.
+    as a bare CellExecutionError. Under the runner the handler hands their name and
+    message over in the file ``handed`` (``ERROR_FILE_ENV``); without it (a notebook
+    run by papermill alone) they are read from the cell's printed output.
     """
     from papermill.exceptions import PapermillExecutionError
 
@@ -34,6 +43,12 @@ def read_failure(output: Path, exc: Exception) -> dict:
                 "evalue": str(exc)}
     info = {"where": f"cell {exc.cell_index} (execution count {exc.exec_count})",
             "ename": exc.ename, "evalue": exc.evalue}
+    if exc.ename == "CellExecutionError" and handed is not None and handed.exists():
+        try:
+            error = json.loads(handed.read_text())
+            return {**info, "ename": str(error["ename"]), "evalue": str(error["evalue"])}
+        except (ValueError, KeyError, TypeError):
+            pass  # an unreadable file: the printed text below
     if exc.ename == "CellExecutionError" and output.exists():
         import nbformat
 

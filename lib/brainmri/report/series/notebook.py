@@ -32,6 +32,7 @@ from brainmri.core import paths
 from brainmri.core.errors import BrainMRIError, ProfileError
 from brainmri.core.runfolder import RunFolder
 from brainmri.report.series import profiles
+from brainmri.report.series.failures import ERROR_FILE_ENV
 from brainmri.report.show import figures
 
 
@@ -45,12 +46,17 @@ class Params(SimpleNamespace):
 def _short_error(shell, etype, value, tb, tb_offset=None):
     """Show BrainMRIError as its message only: it already says what to do. A refused
     parameter (ProfileError) is the cell's error output, a one-line traceback, so that
-    papermill's command line prints it too; other errors stay printed text (the runner
-    reads those from the cell's output)."""
+    papermill's command line prints it too; other errors stay printed text. Under the
+    runner, the name and message are handed over in ``$BRAINMRI_ERROR_FILE`` too."""
     if issubclass(etype, ProfileError):
         shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
     else:
         print(f"{etype.__name__}: {value}")
+    if os.environ.get(ERROR_FILE_ENV):
+        from brainmri.core.files import atomic_write_json
+
+        atomic_write_json({"ename": etype.__name__, "evalue": str(value)},
+                          Path(os.environ[ERROR_FILE_ENV]))
     return None
 
 

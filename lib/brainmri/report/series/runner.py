@@ -36,6 +36,7 @@ from brainmri.core.progress import ENV as PROGRESS_ENV
 from brainmri.core.runfolder import RunFolder, name_problem
 from brainmri.report.series.environment import describe_environment, git_revision
 from brainmri.report.series.failures import (
+    ERROR_FILE_ENV,
     PAUSING,
     SKIPPABLE,
     failure_message,
@@ -141,6 +142,12 @@ def _kernel_manager(log):
     return StepKernelManager
 
 
+def _error_file(run: RunFolder, step: Step) -> Path:
+    """Where a step's kernel hands over the project error that stopped it (its name and
+    message), beside the step's log."""
+    return run.logs / f"{step.name}.error.json"
+
+
 def _execute(step: Step, params: dict[str, Any], run: RunFolder, output: Path) -> None:
     import papermill
 
@@ -148,6 +155,9 @@ def _execute(step: Step, params: dict[str, Any], run: RunFolder, output: Path) -
     # terminal the runner shows papermill's per-cell bar instead.
     os.environ[PROGRESS_ENV] = "0"
     injected, env = portable(run, params)
+    handed = _error_file(run, step)
+    handed.unlink(missing_ok=True)
+    env = {**env, ERROR_FILE_ENV: str(handed)}
     with _environ(env), open(run.step_log(step.name), "ab") as log:
         papermill.execute_notebook(
             str(step.source), str(output), parameters=injected, kernel_name=KERNEL,
@@ -365,7 +375,7 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
             raise
         except Exception as exc:  # noqa: BLE001 - reported, then re-raised as a clean error
             seconds = round(earlier + time.perf_counter() - start, 1)
-            failure = read_failure(output, exc)
+            failure = read_failure(output, exc, _error_file(folder, step))
             if failure["ename"] == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
                 _interrupted(folder, step, params, profile.name, base_entry, seconds, prefix)
                 raise KeyboardInterrupt from None

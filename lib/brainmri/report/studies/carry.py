@@ -36,6 +36,9 @@ SCRATCH = ".carry"
 #: What a row holds that the new code must reproduce exactly (row.json is left out: it
 #: records wall-clock costs, which differ between any two trainings).
 COMPARED = ("model.json", "collection_check.json")
+#: Sidecar fields that record one training, not what the model computes: when it was
+#: saved, and the hash of its ``.keras`` archive (whose metadata holds that time too).
+VOLATILE = ("saved", "model_sha256")
 
 
 class CarryRefused(BrainMRIError):
@@ -66,7 +69,12 @@ def stage(rows: Path, scratch_rows: Path, sample: Sequence[str], code: str) -> N
 
 def _contents(path: Path) -> bytes:
     data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix == ".gz" else data
+    if path.suffix == ".gz":
+        return gzip.decompress(data)
+    if path.name == "model.json":
+        sidecar = {k: v for k, v in json.loads(data).items() if k not in VOLATILE}
+        return json.dumps(sidecar, sort_keys=True).encode()
+    return data
 
 
 def differences(kept: Path, retrained: Path) -> list[str]:
@@ -95,18 +103,17 @@ def carry(rows: Path, sample: Sequence[str], retrain: Callable[[Path], object]) 
         return {"to": code, "rows": 0}
     scratch = rows.parent / SCRATCH
     shutil.rmtree(scratch, ignore_errors=True)
-    try:
-        stage(rows, scratch / study.FOLDER, sample, code)
-        retrain(scratch)
-        found = {tag: differences(rows / tag, scratch / study.FOLDER / tag) for tag in sample}
-        differ = {tag: names for tag, names in found.items() if names}
-        if differ:
-            lines = "; ".join(f"{tag}: {', '.join(names)}" for tag, names in differ.items())
-            raise CarryRefused(f"the current code does not reproduce {len(differ)} of "
-                               f"{len(sample)} sampled rows ({lines}); the rows are kept as "
-                               "they were: retrain them with `make study`")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    stage(rows, scratch / study.FOLDER, sample, code)
+    retrain(scratch)
+    found = {tag: differences(rows / tag, scratch / study.FOLDER / tag) for tag in sample}
+    differ = {tag: names for tag, names in found.items() if names}
+    if differ:  # the scratch folder stays, to compare: the next carry starts afresh
+        lines = "; ".join(f"{tag}: {', '.join(names)}" for tag, names in differ.items())
+        raise CarryRefused(f"the current code does not reproduce {len(differ)} of "
+                           f"{len(sample)} sampled rows ({lines}; retrained copies in "
+                           f"{scratch / study.FOLDER}); the rows are kept as they were: "
+                           "retrain them with `make study`")
+    shutil.rmtree(scratch, ignore_errors=True)
     for tag in stale:
         key = json.loads((rows / tag / study.KEY).read_text())
         atomic_write_json({**key, "code": code}, rows / tag / study.KEY)

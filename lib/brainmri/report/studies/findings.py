@@ -57,12 +57,22 @@ def classes_used(test: pd.DataFrame) -> list[str]:
     return [c for c in CLASS_NAMES if c in set(test["prediction"])]
 
 
+#: How a chapter names the arithmetic its model trained in (the ``precision`` parameter).
+PRECISION_WORDS = {
+    "float32": "in float32",
+    "mixed_bfloat16": "in mixed bfloat16 (bfloat16 arithmetic on float32 weights, twice as "
+                      "fast on a CPU that has it; the model evaluated and kept is their "
+                      "float32 copy)",
+}
+
+
 def glue_model_chapter(result) -> dict:
     """Glue what every model chapter's "What we found" pastes; return the values.
 
     Keys: ``model``, ``n_test``, ``acc_test`` (count and Wilson interval), ``f1_w``,
     ``f1_macro``, ``epochs_run``, ``epochs_allowed``, ``epoch_kept``, ``train_time`` (wall
-    time of training, pretraining included, on the machine of the run), ``published_model``,
+    time of training, pretraining included, on the machine of the run), ``precision`` (the
+    arithmetic it trained in, ``PRECISION_WORDS``), ``published_model``,
     ``published_acc``, ``gap``, ``margin``, ``published_verdict`` (within/beyond),
     ``classes_used``, ``temperature``, ``ece_before``, ``ece_after``.
     """
@@ -99,6 +109,7 @@ def glue_model_chapter(result) -> dict:
     cost = experiment.training_cost(result.folder)
     values["train_seconds"] = cost["train seconds"] + cost["pretrain seconds"]
     glued.text("train_time", duration(values["train_seconds"]))
+    glued.text("precision", PRECISION_WORDS[getattr(p, "precision", "float32")])
     glued.text("published_model", values["published_model"])
     glued.glue_percent("published_acc", theirs)
     glued.text("gap", points(gap) if pd.notna(gap) else "n/a")
