@@ -11,7 +11,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stale_reference import STALE_REFERENCE
 from test_weight import MAX_PAGE_BYTES
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -46,7 +45,7 @@ def browser():
 
 
 @pytest.fixture(scope="module",
-                params=["quick", pytest.param("reference", marks=STALE_REFERENCE)])
+                params=["quick", "reference"])
 def shown_book(request):
     """The book as a reader gets it: built from the quick run (every code path), and from
     the committed reference run (the published book, its real figures and text). Each is

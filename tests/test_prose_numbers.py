@@ -19,7 +19,6 @@ from brainmri.core import paths
 from brainmri.core.runfolder import RunFolder
 from brainmri.report.publish import blocks, tables
 from brainmri.report.studies import summary
-from stale_reference import STALE_REFERENCE
 
 # --- a small synthetic run ------------------------------------------------------------------
 
@@ -365,7 +364,6 @@ def test_every_key_the_book_pastes_is_glued_by_the_quick_run(quick_run):
 # --- the committed files match the committed run ---------------------------------------------
 
 
-@STALE_REFERENCE
 def test_committed_files_match_the_reference_run():
     """README.md and the model card hold exactly what ``brainmri tables --run reference``
     generates from results/reference/: rerun it after regenerating the run."""

@@ -53,10 +53,10 @@ def row_codes(rows: Path) -> dict[str, str]:
     return codes
 
 
-def _rekeyed_copy(source: Path, target: Path, code: str) -> None:
-    shutil.copytree(source, target)
-    key = json.loads((source / study.KEY).read_text())
-    atomic_write_json({**key, "code": code}, target / study.KEY)
+def _rekey(folder: Path, code: str) -> None:
+    """Point row ``folder``'s key at ``code``, leaving the rest of the key as it was."""
+    key = json.loads((folder / study.KEY).read_text())
+    atomic_write_json({**key, "code": code}, folder / study.KEY)
 
 
 def stage(rows: Path, scratch_rows: Path, sample: Sequence[str], code: str) -> None:
@@ -64,7 +64,8 @@ def stage(rows: Path, scratch_rows: Path, sample: Sequence[str], code: str) -> N
     there restores them and trains only the sample."""
     for tag in row_codes(rows):
         if tag not in sample:
-            _rekeyed_copy(rows / tag, scratch_rows / tag, code)
+            shutil.copytree(rows / tag, scratch_rows / tag)
+            _rekey(scratch_rows / tag, code)
 
 
 def _contents(path: Path) -> bytes:
@@ -115,8 +116,7 @@ def carry(rows: Path, sample: Sequence[str], retrain: Callable[[Path], object]) 
                            "retrain them with `make study`")
     shutil.rmtree(scratch, ignore_errors=True)
     for tag in stale:
-        key = json.loads((rows / tag / study.KEY).read_text())
-        atomic_write_json({**key, "code": code}, rows / tag / study.KEY)
+        _rekey(rows / tag, code)
     entry = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
              "from": sorted({codes[tag] for tag in stale}), "to": code, "rows": len(stale),
              "reproduced": sorted(sample)}
