@@ -315,6 +315,42 @@ def test_every_lever_trains_end_to_end_on_synthetic_collections(tmp_path, monkey
         assert result.model.name == "compact_cnn"  # the classifier, not the adversary
 
 
+def test_source_groups_count_the_lever_training_images_by_class_and_collection(
+        tmp_path, monkeypatch):
+    """The table behind chapter 08c's words on the source-aware levers: every training
+    image once, under its class and the collection it was attributed to."""
+    from brainmri import CLASS_NAMES
+    from brainmri.data import dataset
+    from brainmri.report.series import notebook
+
+    data = _synthetic_collections(tmp_path, monkeypatch)
+    p = notebook.setup("08c_shortcut_ablation", {"data_dir": str(data)},
+                       run_dir=str(tmp_path / "run"))
+    base = notebook.parameters("08b_compact_cnn", {
+        "image_size": 32, "dataset": "nickparvar", "crop": "head", "data_dir": str(data),
+        "hold_out_source": "sartaj", "max_distance": 0, "min_correlation": 0.999,
+        "seed": 42})
+    groups = lever_tables.source_groups(base, p.run)
+    home = dataset.load("nickparvar", str(data), base["val_fraction"], 42).split("train")
+    assert list(groups.index) == list(CLASS_NAMES)
+    # the synthetic collections share no image: every one is the home collection's own
+    assert list(groups.columns) == ["figshare"]
+    assert groups["figshare"].to_dict() == home["label"].value_counts().to_dict()
+    assert lever_tables.source_words(groups) == {"lever_single_source": "4 of 4"}
+
+
+def test_a_class_from_two_collections_is_not_counted_as_single_source():
+    from brainmri import CLASS_NAMES
+
+    groups = pd.DataFrame({"br35h": [0, 0, 700, 3], "figshare": [900, 400, 5, 500]},
+                          index=pd.Index(CLASS_NAMES, name="class"))
+    assert lever_tables.source_words(groups) == {"lever_single_source": "2 of 4"}
+    shown = lever_tables.source_groups_table(groups).data
+    assert shown["Collections"].tolist() == [1, 1, 2, 2]
+    assert shown["Class"].tolist() == list(CLASS_NAMES)
+    assert shown["Br35H"].tolist() == [0, 0, 700, 3]  # collections by their display names
+
+
 def test_the_adabn_table_gives_each_levers_mean_and_range_over_seeds():
     adabn = pd.DataFrame({"lever": ["plain"] * 3, "seed": [42, 7, 2026],
                           "plain tumours found": [300, 322, 340],

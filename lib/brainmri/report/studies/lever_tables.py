@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from brainmri import CLASS_NAMES
 from brainmri.report.show import frames
 from brainmri.report.show.glued import percent
 from brainmri.report.studies.levers import THRESHOLDED, TTA, chosen, helping_in
@@ -31,6 +32,41 @@ def models_table(table: pd.DataFrame):
                                 "dedup": "Home dedup. test: right (95 % CI, %)",
                                 "external": "Br35H tumours found (95 % CI, %)"},
                         caption="Every lever model, and the ensemble of its seeds")
+
+
+def source_groups(base: dict, run) -> pd.DataFrame:
+    """The lever models' training images by class and source collection, as source-aware
+    training attributes them (chapter 01c's near copies). It shows what the source-aware
+    levers can act on: where every class comes from one collection, source-balanced
+    sampling only balances the classes, and a class-conditional adversary has nothing to
+    tell apart within a class."""
+    from brainmri.data.recipes import inputs_for
+    from brainmri.report.series.notebook import Params
+
+    p = Params(chapter="levers", run=run, **{**base, "source_balance": True})
+    inputs = inputs_for(p, splits=("train",))
+    labels = [CLASS_NAMES[int(i)] for i in inputs.arrays["train"][1]]
+    groups = pd.crosstab(pd.Series(labels, name="class"),
+                         pd.Series(inputs.sources, name="source"))
+    return groups.reindex(CLASS_NAMES, fill_value=0).rename_axis(columns=None)
+
+
+def source_groups_table(groups: pd.DataFrame):
+    """:func:`source_groups` with the number of collections each class comes from."""
+    from brainmri.data.sources import DISPLAY
+
+    shown = groups.assign(collections=(groups > 0).sum(axis=1)).reset_index()
+    sources = list(groups.columns)
+    return frames.table(shown, {"class": "Class", **{s: DISPLAY.get(s, s) for s in sources},
+                                "collections": "Collections"},
+                        counts=[*sources, "collections"],
+                        caption="Lever training images by class and source collection")
+
+
+def source_words(groups: pd.DataFrame) -> dict:
+    """How many classes come from a single collection in the levers' training data."""
+    single = int(((groups > 0).sum(axis=1) == 1).sum())
+    return {"lever_single_source": f"{single} of {len(groups)}"}
 
 
 #: Each reading's column in the spread table.
