@@ -145,3 +145,42 @@ def test_a_weights_download_is_not_announced_in_the_chapter(capsys):
     assert builders._backbone(constructor, "inception_v3", "none") == "model"
     assert "Downloading" not in capsys.readouterr().out
     assert keras.config.is_interactive_logging_enabled()
+
+
+def test_progress_notes_reach_a_person_and_stay_out_of_executed_notebooks(
+        monkeypatch, capsys):
+    """``progress.note`` follows the bars: shown at a terminal or in JupyterLab, silent
+    where the runner executes notebooks (BRAIN_MRI_PROGRESS=0), so a batch run's pages
+    and stored outputs carry no stderr progress lines."""
+    from brainmri.core import progress
+
+    monkeypatch.setenv(progress.ENV, "1")
+    progress.note("fitting on 12 training images")
+    assert capsys.readouterr().err == "fitting on 12 training images\n"
+    monkeypatch.setenv(progress.ENV, "0")
+    progress.note("fitting on 12 training images")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_progress_bar_raises_no_experimental_warning_in_a_notebook_kernel(monkeypatch):
+    """tqdm.auto warns, on import inside a Jupyter kernel, that its notebook bar is
+    experimental; executed notebooks stored that warning as a stderr output."""
+    import warnings
+
+    import tqdm
+
+    from brainmri.core import progress
+
+    monkeypatch.setenv(progress.ENV, "0")
+
+    def imported_in_a_kernel(name):  # tqdm.auto's module code warns as it is imported
+        warnings.warn("Using `tqdm.autonotebook.tqdm` in notebook mode",
+                      tqdm.TqdmExperimentalWarning, stacklevel=2)
+        return tqdm.std.tqdm
+
+    fake = type(sys)("tqdm.auto")
+    fake.__getattr__ = imported_in_a_kernel
+    monkeypatch.setitem(sys.modules, "tqdm.auto", fake)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(progress.progress([])) == []

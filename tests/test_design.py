@@ -429,7 +429,7 @@ def test_dataset_choices_and_display_names_come_from_the_registries():
 # --- the book's words live in its Markdown (issue 29) ----------------------------------
 
 #: Calls whose strings label rather than narrate: errors, logs, figure and table labels.
-_LABEL_CALLS = {"error", "warning", "warn", "info", "debug", "print", "echo", "fail",
+_LABEL_CALLS = {"error", "warning", "warn", "info", "debug", "print", "note", "echo", "fail",
                 "set_title", "set_xlabel", "set_ylabel", "suptitle", "legend",
                 "annotate", "set", "table", "title", "xlabel", "ylabel", "set_xticklabels",
                 "set_yticklabels", "bar_label", "rate_column", "rename", "assign", "agg"}

@@ -99,3 +99,16 @@ def test_shipped_model_is_the_default_and_classifies_a_mixed_folder(tmp_path, tr
                      "--quiet"]) == 0
     table = pd.read_csv(out, keep_default_na=False)
     assert (table["error"] == "").sum() == 3 and len(table) == 6
+
+
+def test_a_split_without_images_has_no_predictions_and_no_keras_error():
+    """Keras' predict fails on an empty dataset with an UnboundLocalError; a recipe whose
+    split holds no image (a tiny subset, every copy set aside) gets empty results."""
+    from brainmri import CLASS_NAMES
+    from brainmri.evaluation import predictions
+
+    class NoTestImages:
+        arrays = {"test": (np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int32))}
+
+    logits, probs = predictions.predict(None, NoTestImages(), "test")
+    assert logits.shape == probs.shape == (0, len(CLASS_NAMES))

@@ -8,6 +8,8 @@ in the book). The runner shows its own per-cell progress instead.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 
 ENV = "BRAIN_MRI_PROGRESS"
 
@@ -17,7 +19,21 @@ def enabled() -> bool:
 
 
 def progress(iterable=None, **kwargs):
-    from tqdm.auto import tqdm
+    from tqdm import TqdmExperimentalWarning
+
+    with warnings.catch_warnings():
+        # tqdm.auto picks the notebook bar in Jupyter and warns, once per kernel, that the
+        # choice is experimental: it is ours to make, and the warning would be stored in
+        # every executed notebook whose first bar is drawn (disabled bars included)
+        warnings.simplefilter("ignore", TqdmExperimentalWarning)
+        from tqdm.auto import tqdm
 
     kwargs.setdefault("disable", not enabled())
     return tqdm(iterable, **kwargs)
+
+
+def note(message: str) -> None:
+    """One line on long work (what is being fitted or measured, on how many images) for
+    someone at a terminal or in JupyterLab; left out of executed notebooks, as the bars."""
+    if enabled():
+        print(message, file=sys.stderr, flush=True)

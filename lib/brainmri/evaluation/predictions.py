@@ -25,6 +25,9 @@ ID_COLUMNS = ["model", "dataset", "split", "eval_dataset", "seed", "path", "labe
 
 def predict(model, inputs, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(logits, probabilities) for every image of ``split``, in file order."""
+    if len(inputs.arrays[split][0]) == 0:  # Keras' predict fails on an empty dataset
+        empty = np.zeros((0, len(CLASS_NAMES)))  # (UnboundLocalError: batch_outputs)
+        return empty, empty.copy()
     logits = np.asarray(logits_model(model).predict(inputs.eval(split, with_labels=False),
                                                     verbose=0), np.float64)
     return logits, softmax(logits, axis=1)

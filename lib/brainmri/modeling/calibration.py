@@ -26,6 +26,7 @@ from PIL import Image
 
 from brainmri.core.errors import BrainMRIError
 from brainmri.core.paths import SHIPPED_MODEL
+from brainmri.core.progress import note
 from brainmri.core.runfolder import RunFolder
 from brainmri.data import nonmri, sources
 from brainmri.data.dataset import load
@@ -261,8 +262,8 @@ def _calibrate(args) -> dict:
                 else training["split_seed"])  # as data.recipes.split_seed drew it
     data = load(name, args.data_dir, float(training["val_fraction"]), split)
     train, val, test = data.split("train"), data.split("val"), data.split("test")
-    print(f"{name}: fitting on {len(train)} training images, choosing limits on {len(val)} "
-          f"validation images", file=sys.stderr)
+    note(f"{name}: fitting on {len(train)} training images, choosing limits on {len(val)} "
+         f"validation images")
     fit_files = [data.root / p for p in train["path"]]
     fit_labels = list(data.labels("train"))
     home_test = {name: [data.root / p for p in test["path"]]}
@@ -276,8 +277,8 @@ def _calibrate(args) -> dict:
         if copies is not None:  # only its test images the model never saw a copy of
             extra_test = extra_test[~extra_test.isin(copies)]
         home_test[extra_name] = [extra.root / p for p in extra_test]
-        print(f"{extra_name}: its {len(extra.split('train'))} training images join the "
-              f"feature statistics (the model trained on them)", file=sys.stderr)
+        note(f"{extra_name}: its {len(extra.split('train'))} training images join the "
+             f"feature statistics (the model trained on them)")
     entry = calibrate(model, metadata, fit_files, fit_labels,
                       [data.root / p for p in val["path"]], batch_size, args.rate,
                       args.workers)
@@ -285,8 +286,7 @@ def _calibrate(args) -> dict:
     mris = [(Path(p).stem, decode(data.root / p, metadata["color_mode"]).pixels)
             for p in picked["path"]]
     non_mri = nonmri.examples(mris, seed)
-    print(f"measuring on {len(test)} test images and {len(non_mri)} non-MRI images",
-          file=sys.stderr)
+    note(f"measuring on {len(test)} test images and {len(non_mri)} non-MRI images")
     measured = {"dataset": name, **measure(
         model, {**metadata, "ood": entry}, [data.root / p for p in test["path"]], non_mri,
         batch_size, args.workers)}
@@ -294,10 +294,9 @@ def _calibrate(args) -> dict:
         f"{args.per_class} test images per class (seed {seed})")
     entry["checks"]["measured"] = measured
     external = _external_tumours(args)
-    print("placing the collection check on random batches of half of each home test set"
-          + (f"; measuring it on the other half and on {len(external)} {args.external} "
-             f"tumour images" if external else "; measuring it on the other half"),
-          file=sys.stderr)
+    note("placing the collection check on random batches of half of each home test set"
+         + (f"; measuring it on the other half and on {len(external)} {args.external} "
+            f"tumour images" if external else "; measuring it on the other half"))
     entry["checks"]["collection"] = calibrate_collection(
         model, {**metadata, "ood": entry}, home_test, batch_size, seed, external,
         sources.DISPLAY.get(args.external, args.external or ""),
@@ -306,7 +305,8 @@ def _calibrate(args) -> dict:
         entry["checks"]["collection"]["measured"]["home_test_batches"][extra_name][
             "training_copies_left_out"] = bool(args.run)
     if not args.dry_run:
-        print(f"written to {update_sidecar(model_file, 'ood', entry)}", file=sys.stderr)
+        written = update_sidecar(model_file, "ood", entry)
+        note(f"written to {written}")
     return entry
 
 

@@ -16,11 +16,15 @@ def strategy():
     return tf.distribute.get_strategy()
 
 
-def describe() -> dict:
+def gpus() -> list[str]:
+    """The GPUs TensorFlow sees, by name."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"gpus": [g.name for g in gpus], "replicas": strategy().num_replicas_in_sync,
+    return [g.name for g in tf.config.list_physical_devices("GPU")]
+
+
+def describe() -> dict:
+    return {"gpus": gpus(), "replicas": strategy().num_replicas_in_sync,
             "strategy": type(strategy()).__name__}
 
 

@@ -54,11 +54,11 @@ def training_policy(precision: str):
 
 
 def _has_gpu() -> bool:
-    if "tensorflow" not in sys.modules:
-        return False
-    import tensorflow as tf
+    """Whether TensorFlow sees a GPU; False before it is loaded (this check does not
+    load it)."""
+    from brainmri.modeling.devices import gpus
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    return "tensorflow" in sys.modules and bool(gpus())
 
 
 def computes_in_float32(model) -> bool:

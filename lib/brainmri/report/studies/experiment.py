@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -300,11 +299,10 @@ def _reuse_trained(p: Params, folder: Path):
         return None
     if recorded != _training_key(p) or not (folder / TRAINED).exists():
         return None
-    from brainmri.core.progress import enabled as progress_enabled
+    from brainmri.core.progress import note
 
-    if progress_enabled():  # stepping through the notebook; a batch run's page stays clean
-        print(f"{display_name(p)}: reusing the model trained with these parameters "
-              f"({folder.name}/{TRAINED})", file=sys.stderr)
+    note(f"{display_name(p)}: reusing the model trained with these parameters "
+         f"({folder.name}/{TRAINED})")
     return saved.load_saved(folder / TRAINED)[0]
 
 
