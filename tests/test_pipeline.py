@@ -105,6 +105,8 @@ def test_parameters_flow_from_base_and_profile_to_the_notebook(project):
     runner.run("test", results_root=root / "results")  # resumed: every step skipped
     env = json.loads((run_dir / "environment.json").read_text())
     assert [i["library"] for i in env["invocations"]] == [env["invocations"][0]["library"]] * 2
+    runner.run("test", results_root=root / "results", force=True)  # a fresh run: one sitting
+    assert len(json.loads((run_dir / "environment.json").read_text())["invocations"]) == 1
     assert "keras" in env["packages"]
     recorded = yaml.safe_load((run_dir / "params.yaml").read_text())
     assert recorded["steps"]["01_first"]["size"] == 7

@@ -333,8 +333,10 @@ def _run_steps(profile, folder: RunFolder, steps: list[Step], resolved: dict[str
     environment.update({**describe_environment(), "profile": profile.name, "run": folder.name})
     environment["datasets"] = {**(environment.get("datasets") or {}), **data}
     # each command that worked on this run folder (a long run resumed after a stop is one
-    # run in several sittings: the record says so, and at which revision each ran)
-    environment["invocations"] = [*(environment.get("invocations") or []),
+    # run in several sittings: the record says so, and at which revision each ran); a
+    # forced run starts its state afresh, so earlier sittings no longer describe it
+    earlier = [] if force else (environment.get("invocations") or [])
+    environment["invocations"] = [*earlier,
                                   {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                    "revision": revision, "library": lib_hash,
                                    "cpu": environment["cpu"]}]
