@@ -142,10 +142,17 @@ SCREENSHOTS = {"landing": "index.html",
 def test_landing_and_benchmark_pages_screenshots(browser, server, shown_book, request):
     """Screenshots of the pages a reader opens first, kept for review in
     _build/test-artifacts/ (<run>-<name>.png, names as in ``SCREENSHOTS``)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     run = request.node.callspec.params["shown_book"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for name, page in SCREENSHOTS.items():
         browser.get(f"{server}/{page}")
+        # the first page after the browser starts may still be painting (a blank 4 kB
+        # shot in CI): wait for the document and its images before the screenshot
+        WebDriverWait(browser, 20).until(lambda b: b.execute_script(
+            "return document.readyState === 'complete' && "
+            "Array.from(document.images).every(i => i.complete);"))
         shot = ARTIFACTS / f"{run}-{name}.png"
         assert browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
